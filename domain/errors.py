@@ -1,0 +1,119 @@
+"""Typed errors of the mailbox domain.
+
+Every refusal is a subclass of :class:`MailboxError`; a refused command records nothing
+(the one documented exception is the lazy epoch fence, see :class:`DispatchSuperseded`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MAX_SHOWN = 80
+
+
+def show(value: Any) -> str:
+    """A short, printable rendering of an offending value for error messages."""
+    text = repr(value)
+    if len(text) > _MAX_SHOWN:
+        return f"{text[:_MAX_SHOWN]}... ({len(text)} chars)"
+    return text
+
+
+class MailboxError(Exception):
+    """Base of every error the mailbox raises on purpose."""
+
+
+class InvalidArgument(MailboxError, ValueError):
+    """An argument is malformed: names the field and the offending value."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {field}={show(value)}: {reason}")
+
+
+class NotFound(MailboxError, LookupError):
+    """The addressed dispatch, run or thread does not exist."""
+
+    kind = "object"
+
+    def __init__(self, identifier: str) -> None:
+        self.identifier = identifier
+        super().__init__(f"{self.kind} not found: {show(identifier)}")
+
+
+class DispatchNotFound(NotFound):
+    kind = "dispatch"
+
+
+class RunNotFound(NotFound):
+    kind = "run"
+
+
+class AlreadyExists(MailboxError):
+    """A create-style command collides with something that exists."""
+
+
+class DuplicateDispatch(AlreadyExists):
+    def __init__(self, dispatch_id: str) -> None:
+        self.dispatch_id = dispatch_id
+        super().__init__(f"already exists: dispatch_id={show(dispatch_id)}")
+
+
+class DuplicateRun(AlreadyExists):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"already exists: run_id={show(run_id)}")
+
+
+class DedupeKeyConflict(AlreadyExists):
+    def __init__(self, thread_id: str, dedupe_key: str, holder: str) -> None:
+        self.thread_id = thread_id
+        self.dedupe_key = dedupe_key
+        self.holder = holder
+        super().__init__(
+            f"already exists: dedupe_key={show(dedupe_key)} is held by dispatch {holder} on thread {show(thread_id)}"
+        )
+
+
+class InvalidTransition(MailboxError):
+    """The aggregate is not in a state that allows the command."""
+
+
+class ClaimTokenMismatch(InvalidTransition):
+    def __init__(self, dispatch_id: str, claim_token: str) -> None:
+        self.dispatch_id = dispatch_id
+        super().__init__(f"invalid claim_token={show(claim_token)}: it does not own dispatch {dispatch_id}")
+
+
+class DispatchSuperseded(InvalidTransition):
+    """The owner of a claim wrote after an interrupt advanced the thread's epoch.
+
+    The dispatch is superseded as part of refusing the command: that is the lazy epoch
+    fence of the upstream contract, and the supersession is recorded even though the
+    owner's command is refused.
+    """
+
+    def __init__(self, dispatch_id: str, reason: str) -> None:
+        self.dispatch_id = dispatch_id
+        self.reason = reason
+        super().__init__(f"dispatch {dispatch_id} was superseded: {reason}")
+
+
+class IdempotencyConflict(MailboxError):
+    """The idempotency key was used before for a different command or arguments."""
+
+    def __init__(self, key: str, command: str) -> None:
+        self.key = key
+        self.command = command
+        super().__init__(f"idempotency_key={show(key)} was already used with different arguments (now for {command})")
+
+
+class ConcurrencyConflict(MailboxError):
+    """Optimistic-concurrency conflicts persisted beyond the retry budget."""
+
+    def __init__(self, command: str, attempts: int) -> None:
+        self.command = command
+        self.attempts = attempts
+        super().__init__(f"{command} kept conflicting with concurrent writers after {attempts} attempts")

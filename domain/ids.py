@@ -1,0 +1,23 @@
+"""Deterministic aggregate ids: uuid5 of a fixed namespace and the host's string id.
+
+Creating the same dispatch, run or thread mailbox twice therefore collides on the
+store's (originator_id, originator_version) key instead of silently making a second one.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid5
+
+NAMESPACE = UUID("5b0f3c0e-7d43-5a53-9d0e-6d61696c626f")
+
+
+def dispatch_aggregate_id(dispatch_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"dispatch:{dispatch_id}")
+
+
+def run_aggregate_id(run_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"run:{run_id}")
+
+
+def mailbox_aggregate_id(thread_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"thread:{thread_id}")

@@ -1,0 +1,69 @@
+"""The in-memory application recorder, with the same side tables as the SQL backends.
+
+Events, the idempotency row and the index rows are checked and written under the
+recorder's one lock, so a save is as atomic here as a transaction is in SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder
+
+from infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, sorted_index_rows
+
+
+def _queue_order(row: DispatchIndexRow) -> tuple[int, int, str]:
+    return (row.priority, row.created_at, row.dispatch_id)
+
+
+class MemoryMailboxRecorder(POPOApplicationRecorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self._idempotency: dict[str, IdempotencyRow] = {}
+        self._index: dict[str, DispatchIndexRow] = {}
+
+    def _insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        with self._database_lock:
+            idempotency: IdempotencyRow | None = kwargs.get("idempotency")
+            if idempotency is not None and idempotency.key in self._idempotency:
+                msg = f"idempotency key already recorded: {idempotency.key!r}"
+                raise IntegrityError(msg)
+            notification_ids = super()._insert_events(stored_events, **kwargs)
+            if idempotency is not None:
+                self._idempotency[idempotency.key] = idempotency
+            for row in sorted_index_rows(kwargs.get("index_rows")):
+                self._index[row.dispatch_id] = row
+            return notification_ids
+
+    def _rows(self) -> list[DispatchIndexRow]:
+        with self._database_lock:
+            return list(self._index.values())
+
+    def find_idempotency(self, key: str) -> IdempotencyRow | None:
+        with self._database_lock:
+            return self._idempotency.get(key)
+
+    def ready_dispatches(self, now: int, limit: int) -> list[DispatchIndexRow]:
+        rows = self._rows()
+        busy = {r.thread_id for r in rows if r.status == "claimed"}
+        ready = [r for r in rows if r.status == "queued" and r.available_at <= now and r.thread_id not in busy]
+        return sorted(ready, key=_queue_order)[:limit]
+
+    def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
+        rows = [r for r in self._rows() if r.status == "claimed" and r.lease_until is not None and r.lease_until < now]
+        return sorted(rows, key=lambda r: (r.lease_until, r.dispatch_id))[:limit]
+
+    def thread_dispatches(self, thread_id: str) -> list[DispatchIndexRow]:
+        return sorted((r for r in self._rows() if r.thread_id == thread_id), key=_queue_order)
+
+    def all_dispatches(self) -> list[DispatchIndexRow]:
+        return sorted(self._rows(), key=lambda r: r.dispatch_id)
+
+    def count_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._rows():
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts

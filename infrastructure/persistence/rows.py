@@ -1,0 +1,90 @@
+"""Rows the mailbox writes beside its events, in the same transaction.
+
+- the **idempotency table**: one row per command issued with an idempotency key;
+- the **dispatch index**: one row per dispatch with the fields the schedulers search by
+  (status, priority, age, availability, lease). It is part of the write model, not a
+  projection: it is updated in the transaction that records the dispatch's events, so it
+  never lags, and ``mailbox verify`` checks it against the aggregates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from domain.dispatch import DispatchRecord
+
+
+@dataclass(frozen=True)
+class IdempotencyRow:
+    key: str
+    command: str
+    digest: str
+    result: str  # JSON
+
+
+@dataclass(frozen=True)
+class DispatchIndexRow:
+    dispatch_id: str
+    thread_id: str
+    run_id: str
+    status: str
+    priority: int
+    created_at: int
+    available_at: int
+    lease_until: int | None
+    updated_at: int
+
+    @classmethod
+    def of(cls, record: DispatchRecord) -> DispatchIndexRow:
+        return cls(
+            dispatch_id=record.dispatch_id,
+            thread_id=record.thread_id,
+            run_id=record.run_id,
+            status=record.status.value,
+            priority=record.priority,
+            created_at=record.created_at,
+            available_at=record.available_at,
+            lease_until=record.lease_until,
+            updated_at=record.updated_at,
+        )
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (
+            self.dispatch_id,
+            self.thread_id,
+            self.run_id,
+            self.status,
+            self.priority,
+            self.created_at,
+            self.available_at,
+            self.lease_until,
+            self.updated_at,
+        )
+
+
+INDEX_COLUMNS = "dispatch_id, thread_id, run_id, status, priority, created_at, available_at, lease_until, updated_at"
+
+
+class MailboxTables(Protocol):
+    """What the service needs from a recorder beyond the library's interface."""
+
+    def find_idempotency(self, key: str) -> IdempotencyRow | None: ...
+
+    def ready_dispatches(self, now: int, limit: int) -> list[DispatchIndexRow]: ...
+
+    def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]: ...
+
+    def thread_dispatches(self, thread_id: str) -> list[DispatchIndexRow]: ...
+
+    def all_dispatches(self) -> list[DispatchIndexRow]: ...
+
+    def count_by_status(self) -> dict[str, int]: ...
+
+
+def sorted_index_rows(rows: Any) -> list[DispatchIndexRow]:
+    """Rows in dispatch-id order, the last row per id winning: a fixed lock order."""
+    latest: dict[str, DispatchIndexRow] = {}
+    for row in rows or ():
+        latest[row.dispatch_id] = row
+    return [latest[k] for k in sorted(latest)]

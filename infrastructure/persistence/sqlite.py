@@ -1,0 +1,89 @@
+"""The SQLite application recorder, extended with the idempotency table and dispatch index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+
+from infrastructure.persistence.rows import (
+    INDEX_COLUMNS,
+    DispatchIndexRow,
+    IdempotencyRow,
+    sorted_index_rows,
+)
+
+IDEM = "mailbox_idempotency"
+IDX = "mailbox_dispatch_index"
+
+
+class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {IDEM} (key TEXT PRIMARY KEY, command TEXT NOT NULL, "
+            "digest TEXT NOT NULL, result TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {IDX} (dispatch_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, "
+            "run_id TEXT NOT NULL, status TEXT NOT NULL, priority INTEGER NOT NULL, "
+            "created_at INTEGER NOT NULL, available_at INTEGER NOT NULL, lease_until INTEGER, "
+            "updated_at INTEGER NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {IDX}_ready ON {IDX} (status, priority, created_at)",
+            f"CREATE INDEX IF NOT EXISTS {IDX}_leases ON {IDX} (status, lease_until)",
+            f"CREATE INDEX IF NOT EXISTS {IDX}_thread ON {IDX} (thread_id)",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        idempotency: IdempotencyRow | None = kwargs.get("idempotency")
+        if idempotency is not None:
+            c.execute(
+                f"INSERT INTO {IDEM} (key, command, digest, result) VALUES (?, ?, ?, ?)",
+                (idempotency.key, idempotency.command, idempotency.digest, idempotency.result),
+            )
+        for row in sorted_index_rows(kwargs.get("index_rows")):
+            c.execute(
+                f"INSERT OR REPLACE INTO {IDX} ({INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row.as_tuple(),
+            )
+        return super()._insert_events(c, stored_events, **kwargs)
+
+    def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            return list(c.fetchall())
+
+    def _index_rows(self, where: str, params: Sequence[Any], order: str = "") -> list[DispatchIndexRow]:
+        rows = self._select(f"SELECT {INDEX_COLUMNS} FROM {IDX} q WHERE {where} {order}", params)
+        return [DispatchIndexRow(*tuple(row)) for row in rows]
+
+    def find_idempotency(self, key: str) -> IdempotencyRow | None:
+        rows = self._select(f"SELECT key, command, digest, result FROM {IDEM} WHERE key = ?", [key])
+        return IdempotencyRow(*tuple(rows[0])) if rows else None
+
+    def ready_dispatches(self, now: int, limit: int) -> list[DispatchIndexRow]:
+        return self._index_rows(
+            "q.status = 'queued' AND q.available_at <= ? AND NOT EXISTS "
+            f"(SELECT 1 FROM {IDX} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')",
+            [now, limit],
+            "ORDER BY priority, created_at, dispatch_id LIMIT ?",
+        )
+
+    def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
+        return self._index_rows(
+            "status = 'claimed' AND lease_until < ?", [now, limit], "ORDER BY lease_until, dispatch_id LIMIT ?"
+        )
+
+    def thread_dispatches(self, thread_id: str) -> list[DispatchIndexRow]:
+        return self._index_rows("thread_id = ?", [thread_id], "ORDER BY priority, created_at, dispatch_id")
+
+    def all_dispatches(self) -> list[DispatchIndexRow]:
+        return self._index_rows("1 = 1", [], "ORDER BY dispatch_id")
+
+    def count_by_status(self) -> dict[str, int]:
+        return {row[0]: row[1] for row in self._select(f"SELECT status, count(*) FROM {IDX} GROUP BY status", [])}

@@ -1,0 +1,95 @@
+"""Persistence settings, read from the environment the way the eventsourcing library does.
+
+- ``PERSISTENCE_MODULE=eventsourcing.postgres`` with ``POSTGRES_*`` (or one
+  ``MAILBOX_DATABASE_URL=postgresql://user:password@host:port/dbname``);
+- ``PERSISTENCE_MODULE=eventsourcing.sqlite`` with ``SQLITE_DBNAME``;
+- in-memory otherwise.
+
+``POSTGRES_ENABLE_DB_FUNCTIONS`` is refused: in eventsourcing 9.5.6 it skips the table
+lock (subscribers then miss events) and bypasses the insert hook that writes the
+idempotency and index rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.utils import get_topic
+
+from infrastructure.persistence.postgres import PostgresMailboxRecorder
+from infrastructure.persistence.sqlite import SQLiteMailboxRecorder
+
+POSTGRES = "eventsourcing.postgres"
+SQLITE = "eventsourcing.sqlite"
+DEFAULT_SQLITE_PATH = Path.home() / ".local" / "share" / "run-mailbox" / "mailbox.db"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def env_from_database_url(url: str) -> dict[str, str]:
+    """``POSTGRES_*`` settings from a ``postgresql://`` URL."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise SettingsError(f"invalid MAILBOX_DATABASE_URL={url!r}: the scheme must be postgresql://")
+    dbname = parsed.path.lstrip("/")
+    if not dbname:
+        raise SettingsError(f"invalid MAILBOX_DATABASE_URL={url!r}: it names no database")
+    return {
+        "PERSISTENCE_MODULE": POSTGRES,
+        "POSTGRES_DBNAME": unquote(dbname),
+        "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parsed.port or 5432),
+        "POSTGRES_USER": unquote(parsed.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+    }
+
+
+def sqlite_env(path: str | Path) -> dict[str, str]:
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return {"PERSISTENCE_MODULE": SQLITE, "SQLITE_DBNAME": str(path)}
+
+
+def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The service's effective environment: defaults, then os.environ, then ``env``."""
+    explicit = dict(env or {})
+    merged = {**os.environ, **explicit}
+    url = merged.pop("MAILBOX_DATABASE_URL", None)
+    if url and "PERSISTENCE_MODULE" not in explicit:
+        merged.update(env_from_database_url(url))
+    module = merged.get("PERSISTENCE_MODULE", "")
+    if module.startswith(POSTGRES):
+        flag = merged.get("POSTGRES_ENABLE_DB_FUNCTIONS", "").strip().lower()
+        if flag in ("y", "yes", "t", "true", "on", "1"):
+            raise SettingsError(
+                "POSTGRES_ENABLE_DB_FUNCTIONS must stay off: in eventsourcing 9.5.6 it skips the "
+                "events table lock and the insert hook that writes idempotency and index rows"
+            )
+        merged.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(PostgresMailboxRecorder))
+        merged.setdefault("POSTGRES_POOL_SIZE", "10")
+        merged.setdefault("POSTGRES_MAX_OVERFLOW", "10")
+        merged.setdefault("POSTGRES_HOST", "127.0.0.1")
+        merged.setdefault("POSTGRES_PORT", "5432")
+        merged.setdefault("POSTGRES_USER", "postgres")
+        merged.setdefault("POSTGRES_PASSWORD", "")
+    elif module.startswith(SQLITE):
+        merged.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(SQLiteMailboxRecorder))
+    return merged
+
+
+def describe(env: Mapping[str, str]) -> str:
+    """A one-line, password-free description of where the log lives."""
+    module = env.get("PERSISTENCE_MODULE", "")
+    if module.startswith(POSTGRES):
+        return (
+            f"postgres {env.get('POSTGRES_USER')}@{env.get('POSTGRES_HOST')}:"
+            f"{env.get('POSTGRES_PORT')}/{env.get('POSTGRES_DBNAME')}"
+        )
+    if module.startswith(SQLITE):
+        return f"sqlite {env.get('SQLITE_DBNAME')}"
+    return "in-memory"

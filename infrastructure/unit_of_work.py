@@ -1,0 +1,81 @@
+"""One command's view of the aggregates it reads and changes, saved in one transaction."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+
+from domain.dispatch import Dispatch
+from domain.errors import DispatchNotFound, MailboxError, RunNotFound
+from domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
+from domain.mailbox import ThreadMailbox
+from domain.run import Run
+
+A = TypeVar("A")
+
+
+class UnitOfWork:
+    def __init__(self, repository: Repository[UUID]) -> None:
+        self._repository = repository
+        self._aggregates: dict[UUID, Any] = {}
+        self._missing: set[UUID] = set()
+        self.error_after_save: MailboxError | None = None
+
+    def _find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        if aggregate_id in self._aggregates:
+            return self._aggregates[aggregate_id]  # type: ignore[no-any-return]
+        if aggregate_id in self._missing:
+            return None
+        try:
+            aggregate: Any = self._repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            self._missing.add(aggregate_id)
+            return None
+        assert isinstance(aggregate, kind)
+        self._aggregates[aggregate_id] = aggregate
+        return aggregate
+
+    def add(self, aggregate: Any) -> Any:
+        self._missing.discard(aggregate.id)
+        self._aggregates[aggregate.id] = aggregate
+        return aggregate
+
+    def find_dispatch(self, dispatch_id: str) -> Dispatch | None:
+        return self._find(dispatch_aggregate_id(dispatch_id), Dispatch)
+
+    def dispatch(self, dispatch_id: str) -> Dispatch:
+        found = self.find_dispatch(dispatch_id)
+        if found is None:
+            raise DispatchNotFound(dispatch_id)
+        return found
+
+    def find_run(self, run_id: str) -> Run | None:
+        return self._find(run_aggregate_id(run_id), Run)
+
+    def run(self, run_id: str) -> Run:
+        found = self.find_run(run_id)
+        if found is None:
+            raise RunNotFound(run_id)
+        return found
+
+    def find_mailbox(self, thread_id: str) -> ThreadMailbox | None:
+        return self._find(mailbox_aggregate_id(thread_id), ThreadMailbox)
+
+    def mailbox(self, thread_id: str, now: int) -> ThreadMailbox:
+        """The thread's mailbox, opened (as a pending creation) if it has none yet."""
+        found = self.find_mailbox(thread_id)
+        if found is None:
+            found = self.add(ThreadMailbox.open_for(thread_id=thread_id, now=now))
+        return found
+
+    def changed(self) -> list[Any]:
+        return [a for a in self._aggregates.values() if a.pending_events]
+
+    def changed_dispatches(self) -> list[Dispatch]:
+        return [a for a in self.changed() if isinstance(a, Dispatch)]
+
+    def commit_then_raise(self, error: MailboxError) -> None:
+        """Save what was changed, then refuse the command with ``error``."""
+        self.error_after_save = error

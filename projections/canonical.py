@@ -1,0 +1,145 @@
+"""Renders domain events as the upstream's canonical event envelope (spec payloads.md).
+
+``render`` is pure: one stored domain event and its log position in, one envelope out (or
+None for the thread mailbox's own bookkeeping events, which are not facts a host reads).
+Upstream kinds keep the upstream's payload fields and idempotency-key format exactly; kinds
+the upstream never records are marked ``upstream: false`` and keyed by aggregate version, so
+every genuine occurrence has a key of its own (spec Z11).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.dispatch import Dispatch, DispatchRecord
+from domain.model import DomainEvent
+from domain.run import Run
+
+WRITER_ID = "mailbox"
+ORIGIN = "mailbox"
+
+
+class CanonicalEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    position: int
+    kind: str
+    upstream: bool
+    scopes: list[dict[str, str]]
+    thread_id: str
+    run_id: str
+    visibility: str = "public"
+    correlation_id: str
+    causation_id: None = None
+    origin: str = ORIGIN
+    schema_version: int = 1
+    writer_id: str = WRITER_ID
+    idempotency_key: str
+    created_at: int
+    payload: dict[str, Any]
+
+    def to_json_line(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _scopes(thread_id: str, run_id: str) -> list[dict[str, str]]:
+    return [{"scope_type": "thread", "thread_id": thread_id}, {"scope_type": "run", "run_id": run_id}]
+
+
+def dispatch_payload(record: DispatchRecord) -> dict[str, Any]:
+    """The dispatch-lifecycle family's shared payload (payloads.md section 1)."""
+    return {
+        "thread_id": record.thread_id,
+        "run_id": record.run_id,
+        "dispatch_id": record.dispatch_id,
+        "dispatch_epoch": record.dispatch_epoch,
+        "attempt_count": record.attempt_count,
+        "status": record.status.value,
+        "available_at": record.available_at,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _dispatch_extras(event: Dispatch.Event) -> dict[str, Any]:
+    record = event.dispatch
+    if isinstance(event, Dispatch.RunRescheduled):
+        return {"reason": event.reason}
+    if isinstance(event, Dispatch.RunSuperseded):
+        return {"reason": event.reason}
+    if isinstance(event, Dispatch.RunInterrupted):
+        return {"new_dispatch_epoch": event.new_epoch}
+    if isinstance(event, Dispatch.DispatchDeadLettered):
+        return {"reason": event.cause, "error": record.last_error}
+    if isinstance(event, (Dispatch.DispatchClaimed, Dispatch.LeaseExtended)):
+        return {"claimed_by": record.claimed_by, "lease_until": record.lease_until}
+    return {}
+
+
+def _render_dispatch(event: Dispatch.Event, position: int) -> CanonicalEvent:
+    record = event.dispatch
+    kind = event.kind()
+    payload = dispatch_payload(record)
+    if event.upstream:
+        key = f"{kind}/{record.dispatch_id}/{record.attempt_count}"
+        if isinstance(event, Dispatch.RunRescheduled):
+            payload["reason"] = event.reason
+    else:
+        key = f"{kind}/{record.dispatch_id}/{event.originator_version}"
+        payload.update(_dispatch_extras(event))
+    return CanonicalEvent(
+        position=position,
+        kind=kind,
+        upstream=event.upstream,
+        scopes=_scopes(record.thread_id, record.run_id),
+        thread_id=record.thread_id,
+        run_id=record.run_id,
+        correlation_id=record.dispatch_id,
+        idempotency_key=key,
+        created_at=record.updated_at,
+        payload=payload,
+    )
+
+
+_ENVELOPE_FIELDS = {"originator_id", "originator_version", "timestamp", "now", "originator_topic"}
+
+
+def _render_run(event: Run.Event, position: int) -> CanonicalEvent:
+    kind = event.kind()
+    correlation = getattr(event, "dispatch_id", None) or event.run_id
+    if isinstance(event, Run.RunErrored):
+        payload: dict[str, Any] = {
+            "event_type": "run_finish",
+            "thread_id": event.thread_id,
+            "run_id": event.run_id,
+            "termination": {"type": "error", "value": event.message},
+        }
+        key = f"RunErrored/{correlation}/{event.attempt_count}"
+    else:
+        payload = event.model_dump(mode="json", exclude=_ENVELOPE_FIELDS)
+        key = f"{kind}/{event.run_id}/{event.originator_version}"
+    return CanonicalEvent(
+        position=position,
+        kind=kind,
+        upstream=event.upstream,
+        scopes=_scopes(event.thread_id, event.run_id),
+        thread_id=event.thread_id,
+        run_id=event.run_id,
+        correlation_id=correlation,
+        idempotency_key=key,
+        created_at=event.now,
+        payload=payload,
+    )
+
+
+def render(event: DomainEvent, position: int) -> CanonicalEvent | None:
+    """The canonical envelope of one domain event at a log position, or None for the
+    thread mailbox's bookkeeping events."""
+    if isinstance(event, Dispatch.Event):
+        return _render_dispatch(event, position)
+    if isinstance(event, Run.Event):
+        return _render_run(event, position)
+    return None
