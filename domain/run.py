@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from domain.errors import InvalidTransition
+from pydantic import JsonValue
+
+from domain.errors import InvalidArgument, InvalidTransition
 from domain.ids import run_aggregate_id
+from domain.messages import MessageSeqRange
 from domain.model import MailboxAggregate
+from domain.permissions import Decision, DeliveryPath, ToolCallResume, ToolTicket
 from domain.values import Millis, RunStatus, TerminationReason, Value
+
+TOOL_PERMISSION = "tool_permission"
 
 # Allowed moves (spec payloads section 6); a move to the same status is allowed.
 _MOVES: dict[RunStatus, frozenset[RunStatus]] = {
@@ -30,10 +36,24 @@ class RunRecord(Value):
     updated_at: Millis
     started_at: Millis | None = None
     finished_at: Millis | None = None
+    waiting_reason: str | None = None
+    tickets: list[ToolTicket] = []
+    decisions: list[Decision] = []
+    checkpoints: list[MessageSeqRange] = []
 
     @property
     def is_done(self) -> bool:
         return self.status is RunStatus.DONE
+
+    def decision(self, decision_id: str) -> Decision | None:
+        return next((d for d in self.decisions if d.resume.decision_id == decision_id), None)
+
+    def decided_tool_calls(self) -> set[str]:
+        return {d.tool_call_id for d in self.decisions}
+
+    def pending_tickets(self) -> list[ToolTicket]:
+        decided = self.decided_tool_calls()
+        return [t for t in self.tickets if t.tool_call_id not in decided]
 
 
 class Run(MailboxAggregate[RunRecord]):
@@ -67,6 +87,7 @@ class Run(MailboxAggregate[RunRecord]):
             return record.model_copy(
                 update={
                     "status": RunStatus.RUNNING,
+                    "waiting_reason": None,
                     "dispatch_id": self.dispatch_id,
                     "started_at": record.started_at if record.started_at is not None else self.now,
                     "updated_at": self.now,
@@ -93,6 +114,94 @@ class Run(MailboxAggregate[RunRecord]):
 
         def next_record(self, record: Any) -> Any:
             return _finished(record, TerminationReason.error(self.message), self.message, self.now)
+
+    class RunSuspended(Event):
+        """The run waits for tool-permission decisions; its dispatch was acked."""
+
+        dispatch_id: str
+        tickets: list[ToolTicket]
+
+        def next_record(self, record: Any) -> Any:
+            return record.model_copy(
+                update={
+                    "status": RunStatus.WAITING,
+                    "waiting_reason": TOOL_PERMISSION,
+                    "tickets": self.tickets,
+                    "updated_at": self.now,
+                }
+            )
+
+    class MailboxDecisionReceived(Event):
+        """A decision was accepted; ``dispatch_id`` names the resume dispatch once the last
+        pending ticket is decided (spec Z12), else the run's current dispatch."""
+
+        upstream: ClassVar[bool] = True
+        dispatch_id: str | None
+        tool_call_id: str
+        decision_id: str
+        action: str
+        result: JsonValue = None
+        reason: str | None = None
+        resume_updated_at: int
+        delivery_path: DeliveryPath
+
+        def next_record(self, record: Any) -> Any:
+            decision = Decision(
+                tool_call_id=self.tool_call_id,
+                resume=ToolCallResume(
+                    decision_id=self.decision_id,
+                    action=self.action,
+                    result=self.result,
+                    reason=self.reason,
+                    updated_at=self.resume_updated_at,
+                ),
+                delivery_path=self.delivery_path,
+                decided_at=self.now,
+            )
+            return record.model_copy(
+                update={
+                    "decisions": [*record.decisions, decision],
+                    "dispatch_id": self.dispatch_id,
+                    "updated_at": self.now,
+                }
+            )
+
+    class ToolPermissionResolved(Event):
+        """Follows MailboxDecisionReceived when ``result.approved`` is a JSON boolean."""
+
+        upstream: ClassVar[bool] = True
+        dispatch_id: str | None
+        tool_call_id: str
+        decision_id: str
+        action: str
+        approved: bool
+        result: JsonValue = None
+        reason: str | None = None
+        resume_updated_at: int
+        delivery_path: DeliveryPath
+
+    class MailboxResumeFailed(Event):
+        """The resume dispatch could not be queued; the decision was not accepted."""
+
+        upstream: ClassVar[bool] = True
+        dispatch_id: str
+        dispatch_epoch: int
+        attempt_count: int
+        status: str
+        reason: str
+        error: str
+        decisions: list[dict[str, Any]]
+
+    class ThreadMessagesCheckpointed(Event):
+        upstream: ClassVar[bool] = True
+        message_seq_start: int
+        message_seq_end: int
+        message_count: int
+        message_ids: list[str]
+
+        def next_record(self, record: Any) -> Any:
+            span = MessageSeqRange(first=self.message_seq_start, last=self.message_seq_end)
+            return record.model_copy(update={"checkpoints": [*record.checkpoints, span], "updated_at": self.now})
 
     def __init__(self) -> None:
         pass
@@ -149,6 +258,88 @@ class Run(MailboxAggregate[RunRecord]):
             dispatch_id=dispatch_id,
             attempt_count=attempt_count,
             message=message,
+            now=now,
+        )
+
+    # ------------------------------------------------------------------ permissions
+
+    def suspend(self, *, dispatch_id: str, tickets: list[ToolTicket], now: int) -> None:
+        if self.record.status is not RunStatus.RUNNING:
+            raise InvalidTransition(
+                f"cannot suspend run {self.run_id}: it is {self.record.status.value}, must be running "
+                "(record_start first)"
+            )
+        if not tickets:
+            raise InvalidArgument("tickets", tickets, "a suspension needs at least one ticket")
+        ids = [t.tool_call_id for t in tickets]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("tickets", ids, "tool_call_id values must be unique")
+        reused = sorted(set(ids) & self.record.decided_tool_calls())
+        if reused:
+            raise InvalidArgument("tickets", reused, "these tool calls were already decided in this run")
+        self._raise(self.RunSuspended, dispatch_id=dispatch_id, tickets=tickets, now=now)
+
+    def check_decision(self, tool_call_id: str, resume: ToolCallResume) -> Decision | None:
+        """The earlier identical decision (a re-delivery), None for a new one, or an error."""
+        earlier = self.record.decision(resume.decision_id)
+        if earlier is not None:
+            return earlier
+        if self.record.status is not RunStatus.WAITING:
+            raise InvalidTransition(f"cannot decide for run {self.run_id}: it is {self.record.status.value}")
+        if tool_call_id not in {t.tool_call_id for t in self.record.tickets}:
+            raise InvalidTransition(f"run {self.run_id} has no ticket for tool call {tool_call_id!r}")
+        if tool_call_id in self.record.decided_tool_calls():
+            raise InvalidTransition(f"tool call {tool_call_id!r} of run {self.run_id} is already decided")
+        return None
+
+    def decide(
+        self,
+        *,
+        tool_call_id: str,
+        resume: ToolCallResume,
+        delivery_path: DeliveryPath,
+        dispatch_id: str | None,
+        now: int,
+    ) -> None:
+        """Records a new decision (call ``check_decision`` first) and, when ``result.approved``
+        is a boolean, the permission resolution."""
+        facts: dict[str, Any] = {
+            "dispatch_id": dispatch_id,
+            "tool_call_id": tool_call_id,
+            "decision_id": resume.decision_id,
+            "action": resume.action,
+            "result": resume.result,
+            "reason": resume.reason,
+            "resume_updated_at": resume.updated_at,
+            "delivery_path": delivery_path,
+            "now": now,
+        }
+        self._raise(self.MailboxDecisionReceived, **facts)
+        if resume.approved is not None:
+            self._raise(self.ToolPermissionResolved, approved=resume.approved, **facts)
+
+    def record_resume_failure(self, *, dispatch: Any, error: str, decisions: list[dict[str, Any]], now: int) -> None:
+        self._raise(
+            self.MailboxResumeFailed,
+            dispatch_id=dispatch.dispatch_id,
+            dispatch_epoch=dispatch.dispatch_epoch,
+            attempt_count=dispatch.attempt_count,
+            status=dispatch.status.value,
+            reason="enqueue_failed",
+            error=error,
+            decisions=decisions,
+            now=now,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, *, first: int, message_ids: list[str], now: int) -> None:
+        self._raise(
+            self.ThreadMessagesCheckpointed,
+            message_seq_start=first,
+            message_seq_end=first + len(message_ids) - 1,
+            message_count=len(message_ids),
+            message_ids=message_ids,
             now=now,
         )
 

@@ -17,8 +17,10 @@ A = TypeVar("A")
 
 
 class UnitOfWork:
-    def __init__(self, repository: Repository[UUID]) -> None:
+    def __init__(self, repository: Repository[UUID], attempt: int = 0) -> None:
         self._repository = repository
+        self.attempt = attempt
+        """0 on the first try; a retry after a conflict may check what the first try assumed."""
         self._aggregates: dict[UUID, Any] = {}
         self._missing: set[UUID] = set()
         self.error_after_save: MailboxError | None = None
