@@ -117,3 +117,33 @@ class ConcurrencyConflict(MailboxError):
         self.command = command
         self.attempts = attempts
         super().__init__(f"{command} kept conflicting with concurrent writers after {attempts} attempts")
+
+
+class DuplicateMessage(AlreadyExists):
+    def __init__(self, thread_id: str, message_id: str) -> None:
+        self.thread_id = thread_id
+        self.message_id = message_id
+        super().__init__(
+            f"already exists: message_id={show(message_id)} is committed on thread {show(thread_id)} "
+            "with other content or by another run"
+        )
+
+
+class SeqConflict(InvalidTransition):
+    """The caller expected the append to start at another position (a gap or an overlap)."""
+
+    def __init__(self, thread_id: str, expected_first_seq: int, next_seq: int) -> None:
+        self.expected_first_seq = expected_first_seq
+        self.next_seq = next_seq
+        super().__init__(
+            f"invalid expected_first_seq={expected_first_seq}: thread {show(thread_id)} continues at seq {next_seq}"
+        )
+
+
+class DecisionConflict(IdempotencyConflict):
+    """A decision id was delivered before with other content (another tool call, action or result)."""
+
+    def __init__(self, decision_id: str) -> None:
+        MailboxError.__init__(self, f"decision_id={show(decision_id)} was already delivered with different content")
+        self.key = decision_id
+        self.command = "decide"

@@ -45,6 +45,8 @@ class Decision(Value):
     resume: ToolCallResume
     delivery_path: DeliveryPath
     decided_at: Millis
+    resume_dispatch_id: str | None = None
+    """The dispatch queued to resume the run, when this decision was the last one pending."""
 
     def same_content(self, tool_call_id: str, resume: ToolCallResume) -> bool:
         """Same decision delivered again (any path): the content matches exactly."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import JsonValue
 
@@ -139,14 +139,16 @@ class Run(MailboxAggregate[RunRecord]):
         dispatch_id: str | None
         tool_call_id: str
         decision_id: str
-        action: str
+        action: Literal["resume", "cancel"]
         result: JsonValue = None
         reason: str | None = None
         resume_updated_at: int
         delivery_path: DeliveryPath
+        resumes_run: bool = False
 
         def next_record(self, record: Any) -> Any:
             decision = Decision(
+                resume_dispatch_id=self.dispatch_id if self.resumes_run else None,
                 tool_call_id=self.tool_call_id,
                 resume=ToolCallResume(
                     decision_id=self.decision_id,
@@ -299,6 +301,7 @@ class Run(MailboxAggregate[RunRecord]):
         resume: ToolCallResume,
         delivery_path: DeliveryPath,
         dispatch_id: str | None,
+        resumes_run: bool,
         now: int,
     ) -> None:
         """Records a new decision (call ``check_decision`` first) and, when ``result.approved``
@@ -314,7 +317,7 @@ class Run(MailboxAggregate[RunRecord]):
             "delivery_path": delivery_path,
             "now": now,
         }
-        self._raise(self.MailboxDecisionReceived, **facts)
+        self._raise(self.MailboxDecisionReceived, resumes_run=resumes_run, **facts)
         if resume.approved is not None:
             self._raise(self.ToolPermissionResolved, approved=resume.approved, **facts)
 

@@ -38,6 +38,7 @@ FENCED_AT = {
     "ack": "claimed dispatch superseded by newer dispatch epoch",
     "nack": "claimed dispatch superseded before nack",
     "dead_letter": "claimed dispatch superseded before dead letter",
+    "suspend": "claimed dispatch superseded before suspend",
     "reclaim": "claimed dispatch lease expired after interrupt",
 }
 SUPERSEDED_BY_INTERRUPT = "queued dispatch superseded by interrupt"

@@ -18,15 +18,16 @@ from domain.mailbox import ThreadMailbox
 from domain.model import Snapshot
 from domain.run import Run
 from domain.thread_log import ThreadLog
+from infrastructure.checkpoint_commands import CheckpointCommands
 from infrastructure.command_base import MAX_CONFLICT_RETRIES, Clock, wall_clock_ms
-from infrastructure.dispatch_commands import DispatchCommands
+from infrastructure.permission_commands import PermissionCommands
 from infrastructure.persistence.mapper import PydanticMapper
 from infrastructure.persistence.memory import MemoryMailboxRecorder
 from infrastructure.queries import MailboxQueries
 from infrastructure.settings import resolve_env
 
 
-class MailboxService(DispatchCommands, MailboxQueries, Application[UUID]):
+class MailboxService(PermissionCommands, CheckpointCommands, MailboxQueries, Application[UUID]):
     name = "MailboxService"
     env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(PydanticMapper)}
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {ThreadMailbox: 50, Run: 50, ThreadLog: 50}

@@ -12,6 +12,7 @@ from domain.errors import DispatchNotFound, MailboxError, RunNotFound
 from domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
 from domain.mailbox import ThreadMailbox
 from domain.run import Run
+from domain.thread_log import ThreadLog, ThreadMessage, message_aggregate_id, thread_log_id
 
 A = TypeVar("A")
 
@@ -71,6 +72,22 @@ class UnitOfWork:
         if found is None:
             found = self.add(ThreadMailbox.open_for(thread_id=thread_id, now=now))
         return found
+
+    def find_thread_log(self, thread_id: str) -> ThreadLog | None:
+        return self._find(thread_log_id(thread_id), ThreadLog)
+
+    def thread_log(self, thread_id: str, now: int) -> ThreadLog:
+        found = self.find_thread_log(thread_id)
+        if found is None:
+            found = self.add(ThreadLog.open_for(thread_id=thread_id, now=now))
+        return found
+
+    def find_message(self, thread_id: str, message_id: str) -> ThreadMessage | None:
+        return self._find(message_aggregate_id(thread_id, message_id), ThreadMessage)
+
+    def save_last(self, aggregate: Any) -> None:
+        """Orders this aggregate's events after the others' in the save."""
+        self._aggregates[aggregate.id] = self._aggregates.pop(aggregate.id)
 
     def changed(self) -> list[Any]:
         return [a for a in self._aggregates.values() if a.pending_events]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from domain.dispatch import Dispatch, DispatchRecord
 from domain.model import DomainEvent
 from domain.run import Run
+from domain.thread_log import ThreadMessage
 
 WRITER_ID = "mailbox"
 ORIGIN = "mailbox"
@@ -104,12 +105,28 @@ def _render_dispatch(event: Dispatch.Event, position: int) -> CanonicalEvent:
     )
 
 
-_ENVELOPE_FIELDS = {"originator_id", "originator_version", "timestamp", "now", "originator_topic"}
+_ENVELOPE_FIELDS = {"originator_id", "originator_version", "timestamp", "now", "originator_topic", "resumes_run"}
+
+
+def _run_key_and_correlation(event: Run.Event) -> tuple[str, str]:
+    kind = event.kind()
+    run_id = event.run_id
+    if isinstance(event, (Run.MailboxDecisionReceived, Run.ToolPermissionResolved)):
+        return f"{kind}/{run_id}/{event.tool_call_id}/{event.decision_id}", event.decision_id
+    if isinstance(event, Run.RunErrored):
+        correlation = event.dispatch_id or run_id
+        return f"RunErrored/{correlation}/{event.attempt_count}", correlation
+    if isinstance(event, Run.MailboxResumeFailed):
+        return f"MailboxResumeFailed/{event.dispatch_id}/{event.attempt_count}", event.dispatch_id
+    if isinstance(event, Run.ThreadMessagesCheckpointed):
+        span = f"{event.message_seq_start}-{event.message_seq_end}"
+        return f"ThreadMessagesCheckpointed/{event.thread_id}/{run_id}/{span}", run_id
+    return f"{kind}/{run_id}/{event.originator_version}", getattr(event, "dispatch_id", None) or run_id
 
 
 def _render_run(event: Run.Event, position: int) -> CanonicalEvent:
     kind = event.kind()
-    correlation = getattr(event, "dispatch_id", None) or event.run_id
+    key, correlation = _run_key_and_correlation(event)
     if isinstance(event, Run.RunErrored):
         payload: dict[str, Any] = {
             "event_type": "run_finish",
@@ -117,10 +134,8 @@ def _render_run(event: Run.Event, position: int) -> CanonicalEvent:
             "run_id": event.run_id,
             "termination": {"type": "error", "value": event.message},
         }
-        key = f"RunErrored/{correlation}/{event.attempt_count}"
     else:
         payload = event.model_dump(mode="json", exclude=_ENVELOPE_FIELDS)
-        key = f"{kind}/{event.run_id}/{event.originator_version}"
     return CanonicalEvent(
         position=position,
         kind=kind,
@@ -135,11 +150,30 @@ def _render_run(event: Run.Event, position: int) -> CanonicalEvent:
     )
 
 
+def _render_message(event: ThreadMessage.MessageCommitted, position: int) -> CanonicalEvent:
+    message = event.message
+    payload = message.model_dump(mode="json", exclude={"visibility"})
+    return CanonicalEvent(
+        position=position,
+        kind=event.kind(),
+        upstream=True,
+        scopes=_scopes(message.thread_id, message.run_id),
+        thread_id=message.thread_id,
+        run_id=message.run_id,
+        correlation_id=message.run_id,
+        idempotency_key=f"MessageCommitted/{message.thread_id}/{message.run_id}/{message.message_id}",
+        created_at=event.now,
+        payload=payload,
+    )
+
+
 def render(event: DomainEvent, position: int) -> CanonicalEvent | None:
     """The canonical envelope of one domain event at a log position, or None for the
-    thread mailbox's bookkeeping events."""
+    thread mailbox's and thread log's bookkeeping events."""
     if isinstance(event, Dispatch.Event):
         return _render_dispatch(event, position)
     if isinstance(event, Run.Event):
         return _render_run(event, position)
+    if isinstance(event, ThreadMessage.MessageCommitted):
+        return _render_message(event, position)
     return None
