@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from pydantic import model_validator
+
 from domain.errors import ClaimTokenMismatch, InvalidTransition
 from domain.ids import dispatch_aggregate_id
 from domain.model import MailboxAggregate
@@ -43,6 +45,21 @@ class DispatchRecord(Value):
     completed_at: Millis | None = None
     instance_id: str | None = None
     run_status: RunStatus | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DispatchRecord:
+        """A stored record must have the shape its status implies (spec A10, A14)."""
+        claim = (self.claim_token, self.claimed_by, self.lease_until)
+        if self.status is CLAIMED:
+            if None in claim:
+                raise ValueError("a claimed dispatch needs claim_token, claimed_by and lease_until")
+        elif any(v is not None for v in claim):
+            raise ValueError(f"a {self.status.value} dispatch has no claim fields")
+        if self.status is QUEUED and (self.instance_id is not None or self.run_status is not None):
+            raise ValueError("a queued dispatch has no runtime result fields")
+        if self.attempt_count > self.max_attempts:
+            raise ValueError("attempt_count exceeds max_attempts")
+        return self
 
     @property
     def is_terminal(self) -> bool:
