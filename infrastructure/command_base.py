@@ -17,7 +17,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 from pydantic import TypeAdapter
 
-from domain.errors import ConcurrencyConflict, IdempotencyConflict
+from domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
 from domain.values import check_id, check_millis
 from infrastructure.idempotency import command_digest
 from infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
@@ -84,7 +84,12 @@ class CommandBase:
                 return self._replay(found, command, digest, adapter)
         for attempt in range(self.max_conflict_retries):
             uow = UnitOfWork(self.repository, attempt)
-            result = body(uow)
+            try:
+                result = body(uow)
+            except MailboxError:
+                if attempt + 1 < self.max_conflict_retries and uow.read_is_stale():
+                    continue
+                raise
             changed = uow.changed()
             kwargs: dict[str, Any] = {"index_rows": [DispatchIndexRow.of(d.record) for d in uow.changed_dispatches()]}
             if idempotency_key is not None and uow.error_after_save is None:

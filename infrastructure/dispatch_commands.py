@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 
 from pydantic import TypeAdapter
@@ -184,6 +185,45 @@ class DispatchCommands(CommandBase):
         dispatch.claim(consumer_id=consumer_id, claim_token=token, lease_until=at + lease_ms, now=at)
         mailbox.grant_claim(dispatch_id=dispatch.dispatch_id, now=at)
         return dispatch.record
+
+    def claim_next(
+        self,
+        *,
+        consumer_id: str,
+        lease_ms: int = policies.DEFAULT_LEASE_MS,
+        limit: int = 1,
+        now: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[DispatchRecord]:
+        """Claims up to ``limit`` of the best ready dispatches across threads, at most one per
+        thread, in one transaction. Reads the dispatch index (written with the events, so it
+        never lags), then confirms each pick against the thread mailbox."""
+        check_id("consumer_id", consumer_id)
+        self._check_lease(lease_ms)
+        check_int("limit", limit, low=1, high=policies.MAX_BATCH_LIMIT)
+        at = self._now(now)
+
+        def body(uow: UnitOfWork) -> list[DispatchRecord]:
+            threads = list(dict.fromkeys(row.thread_id for row in self.tables.ready_dispatches(at, limit + 16)))
+            if uow.attempt > 0 and len(threads) > limit:
+                # After a conflict, spread racing workers over the candidates instead of
+                # all retrying the same best one (no livelock: one of them always wins).
+                offset = random.randrange(len(threads))
+                threads = threads[offset:] + threads[:offset]
+            claimed: list[DispatchRecord] = []
+            for thread_id in threads:
+                if len(claimed) == limit:
+                    break
+                mailbox = uow.find_mailbox(thread_id)
+                best = mailbox.best_ready(at) if mailbox is not None else None
+                if mailbox is None or best is None:
+                    continue
+                token = uuid.uuid4().hex
+                claimed.append(self._grant(uow, mailbox, uow.dispatch(best), consumer_id, token, lease_ms, at))
+            return claimed
+
+        params = {"consumer_id": consumer_id, "lease_ms": lease_ms, "limit": limit}
+        return self._execute("claim_next", params, body, _DISPATCHES, idempotency_key)
 
     def extend_lease(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
@@ -23,6 +23,7 @@ class UnitOfWork:
         self.attempt = attempt
         """0 on the first try; a retry after a conflict may check what the first try assumed."""
         self._aggregates: dict[UUID, Any] = {}
+        self._loaded_versions: dict[UUID, int] = {}
         self._missing: set[UUID] = set()
         self.error_after_save: MailboxError | None = None
 
@@ -38,6 +39,7 @@ class UnitOfWork:
             return None
         assert isinstance(aggregate, kind)
         self._aggregates[aggregate_id] = aggregate
+        self._loaded_versions[aggregate_id] = cast(Any, aggregate).version
         return aggregate
 
     def add(self, aggregate: Any) -> Any:
@@ -88,6 +90,15 @@ class UnitOfWork:
     def save_last(self, aggregate: Any) -> None:
         """Orders this aggregate's events after the others' in the save."""
         self._aggregates[aggregate.id] = self._aggregates.pop(aggregate.id)
+
+    def read_is_stale(self) -> bool:
+        """Whether anything this unit read has changed since (a refusal may rest on a
+        mix of older and newer states read from two aggregates; the command is retried)."""
+        events = self._repository.event_store
+        for aggregate_id, version in self._loaded_versions.items():
+            if any(True for _ in events.get(aggregate_id, gt=version, limit=1)):
+                return True
+        return any(any(True for _ in events.get(aggregate_id, limit=1)) for aggregate_id in self._missing)
 
     def changed(self) -> list[Any]:
         return [a for a in self._aggregates.values() if a.pending_events]

@@ -14,7 +14,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from infrastructure.persistence.rows import (
     INDEX_COLUMNS,
@@ -67,6 +67,34 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             "priority = EXCLUDED.priority, available_at = EXCLUDED.available_at, "
             "lease_until = EXCLUDED.lease_until, updated_at = EXCLUDED.updated_at"
         ).format(self._idx)
+
+    def create_table(self) -> None:
+        # Fast path: a service starting beside running writers must not take the locks of
+        # CREATE ... IF NOT EXISTS (they deadlock against the insert path's locks).
+        if self._tables_exist():
+            self.datastore.register_type_adapters()
+            return
+        super().create_table()
+
+    def _tables_exist(self) -> bool:
+        names = [self.events_table_name, self.idempotency_table, self.index_table]
+        qualified = [f"{self.datastore.schema}.{name}" for name in names]
+        type_name = f"{self.datastore.schema}.{self.stored_event_type_name}"
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                "SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok, to_regtype(%s) IS NOT NULL AS typed "
+                "FROM unnest(%s::text[]) AS n",
+                [type_name, qualified],
+            )
+            row = curs.fetchone()
+        return bool(row and row["ok"] and row["typed"])
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # Several processes starting at once would race on CREATE ... IF NOT EXISTS and
+        # CREATE OR REPLACE FUNCTION ("tuple concurrently updated"): take turns.
+        lock_name = Literal(f"{self.datastore.schema}.{self.events_table_name}")
+        curs.execute(SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(lock_name))
+        super()._create_table(curs)
 
     # ------------------------------------------------------------------ writes
 
