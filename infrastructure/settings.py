@@ -71,8 +71,8 @@ def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
                 "events table lock and the insert hook that writes idempotency and index rows"
             )
         merged.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(PostgresMailboxRecorder))
-        merged.setdefault("POSTGRES_POOL_SIZE", "10")
-        merged.setdefault("POSTGRES_MAX_OVERFLOW", "10")
+        merged.setdefault("POSTGRES_POOL_SIZE", "2")
+        merged.setdefault("POSTGRES_MAX_OVERFLOW", "14")
         merged.setdefault("POSTGRES_HOST", "127.0.0.1")
         merged.setdefault("POSTGRES_PORT", "5432")
         merged.setdefault("POSTGRES_USER", "postgres")
