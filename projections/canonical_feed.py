@@ -1,0 +1,69 @@
+"""View: the canonical event feed, one row per rendered envelope, keyed by log position.
+
+A row is the envelope ``render`` gives for the event at its position, so re-applying an
+event overwrites its row with the same values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.model import DomainEvent
+from projections.canonical import CanonicalEvent, render
+from projections.schema import Column, Table
+from projections.view import ViewTx
+
+TABLE = "canonical_feed"
+
+_TABLE = Table(
+    name=TABLE,
+    columns=(
+        Column("position", "int", nullable=False),
+        Column("kind", "text", nullable=False),
+        Column("upstream", "bool", nullable=False),
+        Column("thread_id", "text", nullable=False),
+        Column("run_id", "text", nullable=False),
+        Column("idempotency_key", "text", nullable=False),
+        Column("created_at", "int", nullable=False),
+        Column("envelope", "json", nullable=False),
+    ),
+    key=("position",),
+    indexes=(("upstream", "position"), ("thread_id", "position")),
+)
+
+
+class CanonicalFeedView:
+    name: str = "canonical_feed"
+    tables: tuple[Table, ...] = (_TABLE,)
+
+    def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
+        envelope = render(event, position)
+        if envelope is None:
+            return
+        tx.upsert(
+            TABLE,
+            {
+                "position": position,
+                "kind": envelope.kind,
+                "upstream": envelope.upstream,
+                "thread_id": envelope.thread_id,
+                "run_id": envelope.run_id,
+                "idempotency_key": envelope.idempotency_key,
+                "created_at": envelope.created_at,
+                "envelope": envelope.model_dump(mode="json"),
+            },
+        )
+
+
+VIEW = CanonicalFeedView()
+
+
+# ---------------------------------------------------------------------- queries
+
+
+def feed(store: Any, after: int = 0, limit: int = 500, upstream_only: bool = False) -> list[CanonicalEvent]:
+    """Up to ``limit`` envelopes after log position ``after``, in log order (only the kinds
+    the upstream records when ``upstream_only``)."""
+    where = {"upstream": True} if upstream_only else None
+    rows = store.select(TABLE, where, order_by=("position",))
+    return [CanonicalEvent.model_validate(row["envelope"]) for row in rows if row["position"] > after][:limit]

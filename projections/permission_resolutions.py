@@ -1,0 +1,154 @@
+"""View: one row per tool-permission ticket (run_id, tool_call_id), from pending to resolved.
+
+Statuses: ``pending`` (RunSuspended) until a decision arrives; MailboxDecisionReceived makes
+it ``resolved`` (action resume) or ``cancelled`` (action cancel), and ToolPermissionResolved
+refines it to ``approved`` / ``denied`` when ``result.approved`` is a boolean. A ticket still
+pending when its run ends becomes ``abandoned``.
+
+Rows are deduplicated by decision id: the first decision applied to a ticket owns it, and a
+MailboxDecisionReceived for the decision already applied changes nothing (so re-applying it
+never turns ``approved`` back into ``resolved``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.model import DomainEvent
+from domain.run import Run
+from projections.schema import Column, Table
+from projections.view import ViewTx
+
+TABLE = "permission_resolutions"
+PENDING = "pending"
+ABANDONED = "abandoned"
+
+_TABLE = Table(
+    name=TABLE,
+    columns=(
+        Column("run_id", "text", nullable=False),
+        Column("tool_call_id", "text", nullable=False),
+        Column("thread_id", "text", nullable=False),
+        Column("tool_name", "text"),
+        Column("status", "text", nullable=False),
+        Column("approved", "bool"),
+        Column("decision_id", "text"),
+        Column("action", "text"),
+        Column("reason", "text"),
+        Column("delivery_path", "text"),
+        Column("dispatch_id", "text"),
+        Column("requested_at", "int"),
+        Column("resolved_at", "int"),
+        Column("requested_position", "int", nullable=False),
+        Column("ticket_index", "int", nullable=False),
+    ),
+    key=("run_id", "tool_call_id"),
+    indexes=(("status", "thread_id"), ("run_id",)),
+)
+
+
+def _decided(event: Run.MailboxDecisionReceived | Run.ToolPermissionResolved, status: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "decision_id": event.decision_id,
+        "action": event.action,
+        "reason": event.reason,
+        "delivery_path": event.delivery_path,
+        "dispatch_id": event.dispatch_id,
+        "resolved_at": event.now,
+    }
+
+
+class PermissionResolutionsView:
+    name: str = "permission_resolutions"
+    tables: tuple[Table, ...] = (_TABLE,)
+
+    def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
+        if isinstance(event, Run.RunSuspended):
+            self._requested(position, event, tx)
+        elif isinstance(event, Run.MailboxDecisionReceived):
+            row = self._ticket(position, event, tx)
+            if row["decision_id"] is None:  # else this (or an earlier) decision was applied already
+                row.update(_decided(event, "cancelled" if event.action == "cancel" else "resolved"))
+                tx.upsert(TABLE, row)
+        elif isinstance(event, Run.ToolPermissionResolved):
+            row = self._ticket(position, event, tx)
+            if row["decision_id"] in (None, event.decision_id):
+                row.update(_decided(event, "approved" if event.approved else "denied"), approved=event.approved)
+                tx.upsert(TABLE, row)
+        elif isinstance(event, (Run.RunFinished, Run.RunErrored)):
+            for row in tx.rows(TABLE, {"run_id": event.run_id, "status": PENDING}):
+                tx.upsert(TABLE, {**row, "status": ABANDONED, "resolved_at": event.now})
+
+    @staticmethod
+    def _requested(position: int, event: Run.RunSuspended, tx: ViewTx) -> None:
+        for index, ticket in enumerate(event.tickets):
+            if tx.get(TABLE, (event.run_id, ticket.tool_call_id)) is not None:
+                continue  # requested already (a re-applied suspension): keep what followed
+            tx.upsert(
+                TABLE,
+                {
+                    "run_id": event.run_id,
+                    "tool_call_id": ticket.tool_call_id,
+                    "thread_id": event.thread_id,
+                    "tool_name": ticket.tool_name,
+                    "status": PENDING,
+                    "approved": None,
+                    "decision_id": None,
+                    "action": None,
+                    "reason": None,
+                    "delivery_path": None,
+                    "dispatch_id": event.dispatch_id,
+                    "requested_at": event.now,
+                    "resolved_at": None,
+                    "requested_position": position,
+                    "ticket_index": index,
+                },
+            )
+
+    @staticmethod
+    def _ticket(
+        position: int, event: Run.MailboxDecisionReceived | Run.ToolPermissionResolved, tx: ViewTx
+    ) -> dict[str, Any]:
+        """The ticket's row, or a new one when the log holds no suspension for it."""
+        row = tx.get(TABLE, (event.run_id, event.tool_call_id))
+        if row is not None:
+            return dict(row)
+        return {
+            "run_id": event.run_id,
+            "tool_call_id": event.tool_call_id,
+            "thread_id": event.thread_id,
+            "tool_name": None,
+            "status": PENDING,
+            "approved": None,
+            "decision_id": None,
+            "action": None,
+            "reason": None,
+            "delivery_path": None,
+            "dispatch_id": None,
+            "requested_at": None,
+            "resolved_at": None,
+            "requested_position": position,
+            "ticket_index": 0,
+        }
+
+
+VIEW = PermissionResolutionsView()
+
+
+# ---------------------------------------------------------------------- queries
+
+_ORDER = ("requested_position", "ticket_index")
+
+
+def pending_by_thread(store: Any, thread_id: str | None = None) -> list[dict[str, Any]]:
+    """Tickets still waiting for a decision (of one thread, or of all), oldest first."""
+    where: dict[str, Any] = {"status": PENDING}
+    if thread_id is not None:
+        where["thread_id"] = thread_id
+    return list(store.select(TABLE, where, order_by=_ORDER))
+
+
+def history_of_run(store: Any, run_id: str) -> list[dict[str, Any]]:
+    """Every ticket of the run with its outcome, in the order they were requested."""
+    return list(store.select(TABLE, {"run_id": run_id}, order_by=_ORDER))

@@ -1,0 +1,144 @@
+"""View: one row per run, mirroring the Run aggregate's record, plus the attempt count of the
+run's latest dispatch.
+
+Run events are applied in log order with a position guard (``position``): an event at or
+below the row's position changes nothing. Dispatch events of the run set ``attempts`` under
+a guard of their own (``dispatch_position``), so re-applying any event changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.dispatch import Dispatch
+from domain.model import DomainEvent
+from domain.run import TOOL_PERMISSION, Run
+from domain.values import RunStatus, TerminationReason
+from projections.schema import Column, Table
+from projections.view import ViewTx
+
+TABLE = "run_status"
+
+_TABLE = Table(
+    name=TABLE,
+    columns=(
+        Column("run_id", "text", nullable=False),
+        Column("thread_id", "text", nullable=False),
+        Column("agent_id", "text", nullable=False),
+        Column("status", "text", nullable=False),
+        Column("waiting_reason", "text"),
+        Column("dispatch_id", "text"),
+        Column("attempts", "int", nullable=False),
+        Column("termination", "json"),
+        Column("error", "text"),
+        Column("created_at", "int", nullable=False),
+        Column("started_at", "int"),
+        Column("finished_at", "int"),
+        Column("updated_at", "int", nullable=False),
+        Column("position", "int", nullable=False),
+        Column("dispatch_position", "int", nullable=False),
+    ),
+    key=("run_id",),
+    indexes=(("status",), ("thread_id",)),
+)
+
+
+def _finished(termination: TerminationReason, error: str | None, now: int) -> dict[str, Any]:
+    return {
+        "status": RunStatus.DONE.value,
+        "termination": termination.to_json(),
+        "error": error,
+        "finished_at": now,
+        "updated_at": now,
+    }
+
+
+def _changes(event: Run.Event, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The fields a run event sets (as the Run aggregate does), or None for no change."""
+    if isinstance(event, Run.RunStarted):
+        started = row["started_at"] if row["started_at"] is not None else event.now
+        return {
+            "status": RunStatus.RUNNING.value,
+            "waiting_reason": None,
+            "dispatch_id": event.dispatch_id,
+            "started_at": started,
+            "updated_at": event.now,
+        }
+    if isinstance(event, Run.RunSuspended):
+        return {"status": RunStatus.WAITING.value, "waiting_reason": TOOL_PERMISSION, "updated_at": event.now}
+    if isinstance(event, Run.MailboxDecisionReceived):
+        return {"dispatch_id": event.dispatch_id, "updated_at": event.now}
+    if isinstance(event, Run.ThreadMessagesCheckpointed):
+        return {"updated_at": event.now}
+    if isinstance(event, Run.RunFinished):
+        return _finished(event.termination, event.error, event.now)
+    if isinstance(event, Run.RunErrored):
+        return _finished(TerminationReason.error(event.message), event.message, event.now)
+    return None
+
+
+class RunStatusView:
+    name: str = "run_status"
+    tables: tuple[Table, ...] = (_TABLE,)
+
+    def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
+        if isinstance(event, Dispatch.Event):
+            self._dispatch(position, event, tx)
+        elif isinstance(event, Run.RunCreated):
+            if tx.get(TABLE, (event.run_id,)) is None:
+                tx.upsert(TABLE, _created(position, event))
+        elif isinstance(event, Run.Event):
+            row = tx.get(TABLE, (event.run_id,))
+            if row is None or row["position"] >= position:
+                return  # no such run yet, or this event (or a later one) was applied already
+            changes = _changes(event, row)
+            if changes is not None:
+                tx.upsert(TABLE, {**row, **changes, "position": position})
+
+    @staticmethod
+    def _dispatch(position: int, event: Dispatch.Event, tx: ViewTx) -> None:
+        # A run's first dispatch is queued before the run is created; RunCreated then
+        # starts at attempt 0 and marks its own position as the dispatch position.
+        row = tx.get(TABLE, (event.dispatch.run_id,))
+        if row is None or row["dispatch_position"] >= position:
+            return
+        tx.upsert(TABLE, {**row, "attempts": event.dispatch.attempt_count, "dispatch_position": position})
+
+
+def _created(position: int, event: Run.RunCreated) -> dict[str, Any]:
+    return {
+        "run_id": event.run_id,
+        "thread_id": event.thread_id,
+        "agent_id": event.agent_id,
+        "status": RunStatus.CREATED.value,
+        "waiting_reason": None,
+        "dispatch_id": event.dispatch_id,
+        "attempts": 0,
+        "termination": None,
+        "error": None,
+        "created_at": event.now,
+        "started_at": None,
+        "finished_at": None,
+        "updated_at": event.now,
+        "position": position,
+        "dispatch_position": position,
+    }
+
+
+VIEW = RunStatusView()
+
+
+# ---------------------------------------------------------------------- queries
+
+
+def get(store: Any, run_id: str) -> dict[str, Any] | None:
+    rows = store.select(TABLE, {"run_id": run_id}, limit=1)
+    return dict(rows[0]) if rows else None
+
+
+def counts_by_status(store: Any) -> dict[str, int]:
+    """How many runs are in each status (every status present, zero when none)."""
+    counts = {status.value: 0 for status in RunStatus}
+    for row in store.select(TABLE):
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts

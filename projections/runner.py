@@ -1,0 +1,155 @@
+"""Keeps a view store up to date with the log: catch up page by page, then follow live.
+
+The runner knows nothing of persistence: its caller gives it ``read_page(after, limit)``,
+which returns decoded (position, event) pairs with positions after ``after``, and for live
+following a ``subscribe(after)`` that yields the same pairs as they are recorded (on Postgres,
+the library's LISTEN/NOTIFY subscription, decoded). Each page is one ``store.apply``, one
+transaction; a page the store has already seen applies nothing, so several runners, or a
+runner restarted after a crash, never apply an event twice.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from domain.model import DomainEvent
+from projections.view import RebuildBehind, ViewStore
+
+Pair = tuple[int, DomainEvent]
+ReadPage = Callable[[int, int], Sequence[Pair]]
+Subscribe = Callable[[int], Iterable[Pair]]
+_END = object()
+
+
+class ViewRunner:
+    def __init__(
+        self,
+        store: ViewStore,
+        read_page: ReadPage,
+        batch_size: int = 1000,
+        *,
+        follow_batch_size: int = 100,
+        poll_interval: float = 0.2,
+    ) -> None:
+        if batch_size < 1 or follow_batch_size < 1:
+            raise ValueError("batch sizes must be positive")
+        self.store = store
+        self.read_page = read_page
+        self.batch_size = batch_size
+        self.follow_batch_size = follow_batch_size
+        self.poll_interval = poll_interval
+
+    def catch_up(self) -> int:
+        """Applies every recorded event after the store's position, one transaction per page; returns how many."""
+        applied = 0
+        after = self.store.position()
+        while True:
+            page = self.read_page(after, self.batch_size)
+            if not page:
+                return applied
+            applied += self.store.apply(page)
+            last = max(position for position, _ in page)
+            if last <= after:
+                raise RuntimeError(f"read_page({after}, ...) returned no position after {after}")
+            after = last
+
+    def wait_until(self, position: int, timeout: float = 10.0) -> None:
+        """Catches up until the store has applied ``position``; TimeoutError when the log stays short of it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.store.position() >= position:
+                return
+            self.catch_up()
+            if self.store.position() >= position:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"view {self.store.view.name!r} is at {self.store.position()}, not {position}")
+            time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def follow(self, subscribe: Subscribe | None, stop: threading.Event) -> None:
+        """Catches up, then applies new events in small batches until ``stop`` is set.
+
+        With ``subscribe``, a pump thread reads the subscription into a queue and this thread
+        applies whatever has arrived (up to ``follow_batch_size``) in one transaction; if the
+        subscription has a ``stop()`` method it is called when ``stop`` is set. Without it, the
+        runner polls ``read_page`` every ``poll_interval`` seconds.
+        """
+        self.catch_up()
+        if subscribe is None:
+            while not stop.is_set():
+                if not self.catch_up():
+                    stop.wait(self.poll_interval)
+            return
+        subscription = subscribe(self.store.position())
+        inbox: queue.Queue[Any] = queue.Queue(maxsize=10 * self.follow_batch_size)
+        pump = threading.Thread(target=_pump, args=(subscription, inbox, stop), daemon=True)
+        pump.start()
+        try:
+            while not stop.is_set():
+                batch, ended = _drain(inbox, self.follow_batch_size, self.poll_interval)
+                if batch:
+                    self.store.apply(batch)
+                if ended:
+                    return
+        finally:
+            stopper = getattr(subscription, "stop", None)
+            if callable(stopper):  # without one, the daemon pump stays blocked until the next event arrives
+                stopper()
+                pump.join(timeout=5.0)
+
+
+def _pump(subscription: Iterable[Pair], inbox: queue.Queue[Any], stop: threading.Event) -> None:
+    try:
+        for pair in subscription:
+            while not stop.is_set():
+                try:
+                    inbox.put(pair, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        inbox.put(_END)
+    except BaseException as exc:  # handed to the applying thread, which raises it
+        inbox.put(exc)
+
+
+def _drain(inbox: queue.Queue[Any], limit: int, wait: float) -> tuple[list[Pair], bool]:
+    """Up to ``limit`` pairs: waits ``wait`` seconds for the first, then takes what is already there."""
+    batch: list[Pair] = []
+    try:
+        item = inbox.get(timeout=wait)
+        while True:
+            if item is _END:
+                return batch, True
+            if isinstance(item, BaseException):
+                raise item
+            batch.append(item)
+            if len(batch) >= limit:
+                return batch, False
+            item = inbox.get_nowait()
+    except queue.Empty:
+        return batch, False
+
+
+def rebuild(store: ViewStore, read_page: ReadPage, batch_size: int = 1000, attempts: int = 5) -> int:
+    """Replays the whole log into scratch tables and swaps them in; returns the position swapped in.
+
+    The scratch store catches up again when a live runner moved the live view past it meanwhile,
+    so readers never see the view go back in time.
+    """
+    scratch = store.begin_rebuild()
+    runner = ViewRunner(scratch, read_page, batch_size)
+    for _ in range(attempts):
+        runner.catch_up()
+        try:
+            store.swap_in(scratch)
+        except RebuildBehind:
+            continue
+        return store.position()
+    scratch.drop()
+    raise RuntimeError(f"view {store.view.name!r}: the rebuild could not overtake the live view in {attempts} tries")

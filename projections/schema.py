@@ -1,0 +1,139 @@
+"""The shape of a view's tables, and the one normalisation every store applies to rows.
+
+A view declares its tables with ``Table`` and ``Column``; stores create them (prefixed,
+typed) and pass every row through ``Table.normalise`` first, so the three stores hold the
+same values: enums become their values, JSON columns hold what a JSON round trip gives
+(tuples become lists), and a row with a missing or unknown column is refused.
+
+Ordering is the same everywhere: text by code point, ``None`` before any value, and rows
+with equal sort columns ordered by their key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+ColumnType = Literal["text", "int", "bool", "json"]
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType  # json = any JSON value (stored as text/jsonb)
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # logical name, e.g. "dispatch_queue"; stores prefix/suffix it
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]  # primary key columns
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"table {self.name!r} names a column twice")
+        for cols in (self.key, *self.indexes):
+            unknown = [c for c in cols if c not in names]
+            if unknown or not cols:
+                raise ValueError(f"table {self.name!r}: key or index {cols!r} names unknown columns {unknown}")
+        for name in self.key:
+            if self.column(name).type == "json":
+                raise ValueError(f"table {self.name!r}: key column {name!r} cannot be json")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise ValueError(f"table {self.name!r} has no column {name!r}")
+
+    def normalise(self, row: Mapping[str, Any]) -> Row:
+        """The row as every store holds it; refuses missing, unknown or ill-typed values."""
+        missing = [n for n in self.column_names if n not in row]
+        extra = [n for n in row if n not in self.column_names]
+        if missing or extra:
+            raise ValueError(f"row for {self.name!r}: missing columns {missing}, unknown columns {extra}")
+        return {c.name: normalise_value(self.name, c, row[c.name]) for c in self.columns}
+
+    def normalise_key(self, key: Sequence[Any]) -> Key:
+        key = tuple(key)
+        if len(key) != len(self.key):
+            raise ValueError(f"key for {self.name!r} needs {len(self.key)} values {self.key}, got {key!r}")
+        return tuple(normalise_value(self.name, self.column(n), v) for n, v in zip(self.key, key, strict=True))
+
+    def normalise_where(self, where: Mapping[str, Any] | None) -> Row:
+        """An equality filter; ``None`` matches NULL. JSON columns cannot be filtered on."""
+        out: Row = {}
+        for name, value in (where or {}).items():
+            column = self.column(name)
+            if column.type == "json":
+                raise ValueError(f"table {self.name!r}: cannot filter on json column {name!r}")
+            out[name] = None if value is None else normalise_value(self.name, column, value)
+        return out
+
+    def key_of(self, row: Mapping[str, Any]) -> Key:
+        return tuple(row[n] for n in self.key)
+
+    def order_columns(self, order_by: Sequence[str]) -> list[tuple[str, bool]]:
+        """``order_by`` as (column, descending) pairs, a ``-name`` meaning descending, key last."""
+        out: list[tuple[str, bool]] = []
+        for spec in order_by:
+            name, desc = (spec[1:], True) if spec.startswith("-") else (spec, False)
+            if self.column(name).type == "json":
+                raise ValueError(f"table {self.name!r}: cannot order by json column {name!r}")
+            out.append((name, desc))
+        seen = {n for n, _ in out}
+        out.extend((n, False) for n in self.key if n not in seen)
+        return out
+
+
+def normalise_value(table: str, column: Column, value: Any) -> Any:
+    if value is None:
+        if not column.nullable:
+            raise ValueError(f"{table}.{column.name} is not nullable")
+        return None
+    if isinstance(value, Enum):
+        value = value.value
+    kind = column.type
+    if kind == "json":
+        return json.loads(json.dumps(value, allow_nan=False))
+    ok = {
+        "text": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+    }[kind]
+    if not ok:
+        raise TypeError(f"{table}.{column.name} is {kind}, got {type(value).__name__} {value!r}")
+    return str(value) if kind == "text" else int(value) if kind == "int" else bool(value)
+
+
+def matches(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    return all(row[name] == value for name, value in where.items())
+
+
+def copy_row(row: Mapping[str, Any]) -> Row:
+    """A copy the caller may change without touching the stored row (JSON values included)."""
+    return {k: json.loads(json.dumps(v)) if isinstance(v, dict | list) else v for k, v in row.items()}
+
+
+def sort_rows(table: Table, rows: Iterable[Row], order_by: Sequence[str] = ()) -> list[Row]:
+    """Rows in the order every store returns them (``None`` first ascending, key breaks ties)."""
+    out = list(rows)
+    for name, desc in reversed(table.order_columns(order_by)):
+        out.sort(key=_nulls_first(name), reverse=desc)
+    return out
+
+
+def _nulls_first(name: str) -> Callable[[Row], tuple[Any, ...]]:
+    return lambda row: (0,) if row[name] is None else (1, row[name])

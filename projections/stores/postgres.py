@@ -1,0 +1,267 @@
+"""A view store in Postgres: tables ``<schema>.<prefix>_<table>`` and ``<prefix>_view_tracking``.
+
+``apply`` is one transaction: it locks the view's tracking row (``SELECT ... FOR UPDATE``, so
+concurrent runners serialise), skips the positions already applied, writes the batch's rows
+and the new position together. Columns are typed (text ``COLLATE "C"``, bigint, boolean,
+jsonb) so ordering matches the other stores. A rebuild fills ``<prefix>_<table>__rebuild``;
+``swap_in`` drops the live tables and renames the scratch ones (with their key and indexes)
+in one transaction, so a reader sees the old view or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg import Connection, Cursor
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow, tuple_row
+from psycopg.sql import SQL, Composable, Identifier, Literal
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from domain.model import DomainEvent
+from projections.schema import Column, Key, Row, Table, copy_row, sort_rows
+from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, tables_of
+
+SCRATCH = "__rebuild"
+MAX_IDENTIFIER = 63
+_TRACK = "INSERT INTO {} (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING"
+_MOVE = "UPDATE {} SET position = %s WHERE view = %s"
+_TYPES = {"text": 'text COLLATE "C"', "int": "bigint", "bool": "boolean", "json": "jsonb"}
+
+
+def _idents(names: Sequence[str]) -> Composable:
+    return SQL(", ").join(map(Identifier, names))
+
+
+def _encode(column: Column, value: Any) -> Any:
+    return Jsonb(value) if column.type == "json" and value is not None else value
+
+
+class PostgresViewStore:
+    def __init__(
+        self, view: View, pool: ConnectionPool[Any] | str, *, schema: str = "public", prefix: str = "view"
+    ) -> None:
+        """``pool``: a psycopg pool (e.g. the service datastore's; opened if need be) or a conninfo string."""
+        self._owns_pool = isinstance(pool, str)
+        if isinstance(pool, str):
+            pool = ConnectionPool(pool, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False)
+        self._init(view, pool, schema, prefix, "")
+
+    @classmethod
+    def from_env(cls, view: View, env: Mapping[str, str], *, prefix: str = "view") -> PostgresViewStore:
+        """A store with a pool of its own, from the service's ``POSTGRES_*`` settings."""
+        conninfo = make_conninfo(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env.get("POSTGRES_HOST", "127.0.0.1"),
+            port=env.get("POSTGRES_PORT", "5432"),
+            user=env.get("POSTGRES_USER", "postgres"),
+            password=env.get("POSTGRES_PASSWORD") or None,
+        )
+        return cls(view, conninfo, schema=env.get("POSTGRES_SCHEMA") or "public", prefix=prefix)
+
+    def _init(self, view: View, pool: ConnectionPool[Any], schema: str, prefix: str, suffix: str) -> None:
+        self.view = view
+        self._pool, self._schema, self._prefix, self._suffix = pool, schema, prefix, suffix
+        self._tables = tables_of(view)
+        self._tracking = self._ident(f"{prefix}_view_tracking")
+        for t in self._tables.values():  # the longest names fit
+            self._ident(f"{prefix}_{t.name}{SCRATCH}_pkey")
+            self._ident(f"{prefix}_{t.name}{SCRATCH}__i{len(t.indexes)}")
+        with self._transaction() as cur:
+            self._create(cur)
+
+    def _ident(self, name: str) -> Composable:
+        if len(name.encode()) > MAX_IDENTIFIER:
+            raise ValueError(f"Postgres identifier {name!r} is longer than {MAX_IDENTIFIER} bytes")
+        return SQL("{}.{}").format(Identifier(self._schema), Identifier(name))
+
+    def _name(self, table: str, suffix: str | None = None) -> str:
+        return f"{self._prefix}_{table}{self._suffix if suffix is None else suffix}"
+
+    def _slot(self, suffix: str | None = None) -> str:
+        return self.view.name + (self._suffix if suffix is None else suffix)
+
+    def close(self) -> None:
+        if self._owns_pool:
+            self._pool.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor[TupleRow]]:
+        if self._pool.closed:  # a pool built with open=False (as the library builds its own) opens on first use
+            self._pool.open()
+        with self._pool.connection() as conn:
+            typed: Connection[Any] = conn
+            with typed.transaction(), typed.cursor(row_factory=tuple_row) as cur:
+                yield cur
+
+    # ------------------------------------------------------------------ DDL
+
+    def _create(self, cur: Cursor[TupleRow], suffix: str | None = None) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self._schema}.{self._prefix}"])
+        if not cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self._schema]).fetchone():
+            cur.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self._schema)))
+        tracking = "CREATE TABLE IF NOT EXISTS {} (view text PRIMARY KEY, position bigint NOT NULL)"
+        cur.execute(SQL(tracking).format(self._tracking))
+        for t in self._tables.values():
+            name = self._name(t.name, suffix)
+            cols = [
+                SQL(f"{{}} {_TYPES[c.type]}{'' if c.nullable else ' NOT NULL'}").format(Identifier(c.name))
+                for c in t.columns
+            ]
+            key = SQL("CONSTRAINT {} PRIMARY KEY ({})").format(Identifier(f"{name}_pkey"), _idents(t.key))
+            cur.execute(
+                SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self._ident(name), SQL(", ").join([*cols, key]))
+            )
+            for i, index in enumerate(t.indexes):
+                sql = SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})")
+                cur.execute(sql.format(Identifier(f"{name}__i{i}"), self._ident(name), _idents(index)))
+        cur.execute(SQL(_TRACK).format(self._tracking), [self._slot(suffix)])
+
+    def _drop(self, cur: Cursor[TupleRow], suffix: str | None = None, *, untrack: bool = True) -> None:
+        for t in self._tables.values():
+            cur.execute(SQL("DROP TABLE IF EXISTS {}").format(self._ident(self._name(t.name, suffix))))
+        if untrack:
+            cur.execute(SQL("DELETE FROM {} WHERE view = %s").format(self._tracking), [self._slot(suffix)])
+
+    def drop(self) -> None:
+        with self._transaction() as cur:
+            self._drop(cur)
+
+    # ------------------------------------------------------------------ reads
+
+    def _tracked(self, cur: Cursor[TupleRow], suffix: str | None = None, *, lock: bool = False) -> int | None:
+        sql = SQL("SELECT position FROM {} WHERE view = %s" + (" FOR UPDATE" if lock else "")).format(self._tracking)
+        row = cur.execute(sql, [self._slot(suffix)]).fetchone()
+        return int(row[0]) if row else None
+
+    def position(self) -> int:
+        with self._transaction() as cur:
+            return self._tracked(cur) or 0
+
+    def _query(
+        self, cur: Cursor[TupleRow], t: Table, where: Row, order_by: Sequence[str] = (), limit: int | None = None
+    ) -> list[Row]:
+        conds = [SQL("{} IS NULL" if v is None else "{} = %s").format(Identifier(n)) for n, v in where.items()]
+        params: list[Any] = [v for v in where.values() if v is not None]
+        order = [
+            SQL("{} DESC NULLS LAST" if desc else "{} ASC NULLS FIRST").format(Identifier(n))
+            for n, desc in t.order_columns(order_by)
+        ]
+        sql = SQL("SELECT {} FROM {}{} ORDER BY {}{}").format(
+            _idents(t.column_names),
+            self._ident(self._name(t.name)),
+            SQL(" WHERE ") + SQL(" AND ").join(conds) if conds else SQL(""),
+            SQL(", ").join(order),
+            SQL(" LIMIT {}").format(Literal(int(limit))) if limit is not None else SQL(""),
+        )
+        return [dict(zip(t.column_names, r, strict=True)) for r in cur.execute(sql, params)]
+
+    def select(
+        self,
+        table: str,
+        where: dict[str, Any] | None = None,
+        order_by: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        t = self._table(table)
+        flt = t.normalise_where(where)
+        with self._transaction() as cur:
+            return self._query(cur, t, flt, order_by, limit)
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        with self._transaction() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return {name: sort_rows(t, self._query(cur, t, {})) for name, t in self._tables.items()}
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, batch: Sequence[tuple[int, DomainEvent]]) -> int:
+        with self._transaction() as cur:
+            if (tracked := self._tracked(cur, lock=True)) is None:  # the row was dropped: track from zero again
+                cur.execute(SQL(_TRACK).format(self._tracking), [self._slot()])
+                tracked = self._tracked(cur, lock=True) or 0
+            fresh = fresh_part(batch, tracked)
+            if not fresh:
+                return 0
+            tx = BufferedTx(self._tables, lambda t, k: self._load(cur, t, k), lambda t, w: self._query(cur, t, w))
+            for position, event in fresh:
+                self.view.handle(position, event, tx)
+            for t in self._tables.values():
+                self._write(cur, t, *tx.writes(t.name))
+            cur.execute(SQL(_MOVE).format(self._tracking), [fresh[-1][0], self._slot()])
+            return len(fresh)
+
+    def _load(self, cur: Cursor[TupleRow], t: Table, key: Key) -> Row | None:
+        rows = self._query(cur, t, dict(zip(t.key, key, strict=True)))
+        return copy_row(rows[0]) if rows else None
+
+    def _write(self, cur: Cursor[TupleRow], t: Table, upserts: list[Row], deletes: list[Key]) -> None:
+        name = self._ident(self._name(t.name))
+        if deletes:
+            where = SQL(" AND ").join(SQL("{} = %s").format(Identifier(n)) for n in t.key)
+            cur.executemany(SQL("DELETE FROM {} WHERE {}").format(name, where), deletes)
+        if upserts:
+            rest = [n for n in t.column_names if n not in t.key]
+            action = (
+                SQL("DO UPDATE SET ") + SQL(", ").join(SQL("{0} = EXCLUDED.{0}").format(Identifier(n)) for n in rest)
+                if rest
+                else SQL("DO NOTHING")
+            )
+            sql = SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
+                name,
+                _idents(t.column_names),
+                SQL(", ").join(SQL("%s") for _ in t.columns),
+                _idents(t.key),
+                action,
+            )
+            cur.executemany(sql, [[_encode(c, row[c.name]) for c in t.columns] for row in upserts])
+
+    # ------------------------------------------------------------------ rebuild
+
+    def begin_rebuild(self) -> PostgresViewStore:
+        if self._suffix:
+            raise ValueError("begin_rebuild is called on the live store")
+        with self._transaction() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self._schema}.{self._prefix}"])
+            self._drop(cur, SCRATCH)
+            self._create(cur, SCRATCH)
+        scratch = object.__new__(PostgresViewStore)
+        scratch._owns_pool = False
+        scratch._init(self.view, self._pool, self._schema, self._prefix, SCRATCH)
+        return scratch
+
+    def swap_in(self, scratch: ViewStore) -> None:
+        if not (isinstance(scratch, PostgresViewStore) and scratch._suffix == SCRATCH and scratch._pool is self._pool):
+            raise TypeError("swap_in takes the scratch store this store's begin_rebuild returned")
+        with self._transaction() as cur:
+            live = self._tracked(cur, lock=True) or 0  # a runner waiting on this row then sees the swapped-in position
+            built = self._tracked(cur, SCRATCH, lock=True) or 0
+            if built < live:
+                raise RebuildBehind(self.view.name, built, live)
+            self._drop(cur, untrack=False)
+            for t in self._tables.values():
+                old, new = self._name(t.name, SCRATCH), self._name(t.name)
+                cur.execute(SQL("ALTER TABLE {} RENAME TO {}").format(self._ident(old), Identifier(new)))
+                cur.execute(
+                    SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                        self._ident(new), Identifier(f"{old}_pkey"), Identifier(f"{new}_pkey")
+                    )
+                )
+                for i in range(len(t.indexes)):
+                    cur.execute(
+                        SQL("ALTER INDEX {} RENAME TO {}").format(
+                            self._ident(f"{old}__i{i}"), Identifier(f"{new}__i{i}")
+                        )
+                    )
+            cur.execute(SQL("DELETE FROM {} WHERE view = %s").format(self._tracking), [self._slot(SCRATCH)])
+            cur.execute(SQL(_TRACK).format(self._tracking), [self._slot()])
+            cur.execute(SQL(_MOVE).format(self._tracking), [built, self._slot()])
+
+    def _table(self, name: str) -> Table:
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise ValueError(f"view {self.view.name!r} has no table {name!r}") from None

@@ -1,0 +1,310 @@
+"""The view runner: paged catch-up, waiting for a position, live follow, concurrent runners, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from projections.runner import ViewRunner, rebuild
+from projections.stores import MemoryViewStore, PostgresViewStore
+from tests.projections._toy_view import DecodedSubscription, StoreFactory, ToyView, log_reader, record_history
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def make_store(env: dict[str, str], service: Any, tmp_path: Path) -> Iterator[StoreFactory]:
+    factory = StoreFactory(env, service, tmp_path)
+    yield factory
+    factory.close()
+
+
+def replayed(service: Any) -> dict[str, list[dict[str, Any]]]:
+    store = MemoryViewStore(ToyView())
+    ViewRunner(store, log_reader(service), batch_size=50).catch_up()
+    return store.snapshot()
+
+
+class CountingStore:
+    """A real store that also remembers the size of every batch handed to ``apply``."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.view, self.batches = store, store.view, []
+
+    def position(self) -> int:
+        return int(self.store.position())
+
+    def apply(self, batch: Sequence[Any]) -> int:
+        self.batches.append(len(batch))
+        return int(self.store.apply(batch))
+
+
+def eventually(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_catch_up_reads_page_after_page_until_an_empty_page_applying_each_in_one_transaction(
+    service, clock, make_store
+):
+    end = record_history(service, clock, cycles=3)
+    read = log_reader(service)
+    asked: list[int] = []
+
+    def read_page(after: int, limit: int) -> list[Any]:
+        asked.append(after)
+        return read(after, limit)
+
+    store = CountingStore(make_store())
+    assert ViewRunner(store, read_page, batch_size=10).catch_up() == end
+    positions = [position for position, _ in read(0, end)]
+    page_ends = positions[9::10] if end % 10 == 0 else [*positions[9::10], end]
+    assert asked == [0, *page_ends]  # the last read, after the end, is the empty page
+    assert store.batches == [10] * (end // 10) + ([end % 10] if end % 10 else [])
+    assert store.position() == end
+
+    batches = len(store.batches)
+    assert ViewRunner(store, read_page, batch_size=10).catch_up() == 0
+    assert asked[-1] == end and len(store.batches) == batches
+
+
+def test_wait_until_returns_once_the_position_is_applied_and_times_out_past_the_log_end(service, clock, make_store):
+    end = record_history(service, clock, cycles=2)
+    runner = ViewRunner(make_store(), log_reader(service), batch_size=25)
+    runner.wait_until(end - 5, timeout=5.0)
+    assert runner.store.position() == end
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        runner.wait_until(end + 1, timeout=0.3)
+    assert time.monotonic() - started < 3.0
+
+
+def test_follow_without_a_subscription_polls_the_log_until_stopped(service, clock, make_store):
+    record_history(service, clock, cycles=2)
+    store = make_store()
+    runner = ViewRunner(store, log_reader(service), batch_size=20, poll_interval=0.05)
+    stop = threading.Event()
+    follower = threading.Thread(target=runner.follow, args=(None, stop))
+    follower.start()
+    try:
+        end = record_history(service, clock, cycles=2)
+        eventually(lambda: store.position() == end)
+    finally:
+        stop.set()
+        follower.join(timeout=5.0)
+    assert not follower.is_alive()
+    assert store.snapshot() == replayed(service)
+
+
+@pytest.mark.parametrize("backend", ["memory_service", pytest.param("pg_service", marks=pytest.mark.postgres)])
+def test_follow_applies_a_live_subscription_in_small_batches_until_stopped(backend, request, clock):
+    service = request.getfixturevalue(backend)
+    record_history(service, clock, cycles=2)
+    store = CountingStore(MemoryViewStore(ToyView()))
+    runner = ViewRunner(store, log_reader(service), batch_size=1000, follow_batch_size=8)
+    caught_up: list[int] = []
+
+    def subscribe(after: int) -> DecodedSubscription:
+        caught_up.append(len(store.batches))
+        return DecodedSubscription(service, after)
+
+    stop = threading.Event()
+    follower = threading.Thread(target=runner.follow, args=(subscribe, stop))
+    follower.start()
+    try:
+        eventually(lambda: caught_up)
+        end = record_history(service, clock, cycles=3)
+        eventually(lambda: store.position() == end)
+    finally:
+        stop.set()
+        follower.join(timeout=5.0)
+    assert not follower.is_alive()
+    assert caught_up == [1] and store.batches[0] > 8  # the catch-up: one page
+    live = store.batches[1:]
+    assert len(live) > 2 and max(live) <= 8
+    assert store.store.snapshot() == replayed(service)
+
+
+def test_two_runners_on_one_view_apply_every_event_exactly_once(service, clock, make_store):
+    end = record_history(service, clock, cycles=8)
+    read = log_reader(service)
+    first, second = make_store(), make_store()  # two stores, one set of tables
+    applied: list[int] = []
+
+    def run(store: Any, batch_size: int) -> None:
+        applied.append(ViewRunner(store, read, batch_size=batch_size).catch_up())
+
+    runners = [threading.Thread(target=run, args=(first, 7)), threading.Thread(target=run, args=(second, 11))]
+    for thread in runners:
+        thread.start()
+    for thread in runners:
+        thread.join(timeout=60)
+    assert sum(applied) == end
+    assert first.position() == second.position() == end
+    assert first.snapshot() == second.snapshot() == replayed(service)
+
+
+def test_rebuild_catches_up_again_when_a_live_runner_moved_the_view_past_it(service, clock, make_store):
+    store = make_store()
+    read = log_reader(service)
+    record_history(service, clock, cycles=3)
+    live = ViewRunner(store, read)
+    live.catch_up()
+    moved = []
+
+    def read_page(after: int, limit: int) -> list[Any]:
+        page = read(after, limit)
+        if not page and not moved:  # the scratch store reached the end: events arrive, the live view takes them
+            moved.append(record_history(service, clock, cycles=1))
+            live.catch_up()
+        return page
+
+    assert rebuild(store, read_page, batch_size=40) == moved[0]
+    assert store.snapshot() == replayed(service)
+
+
+CHILD = r"""
+import json, sys, time
+from infrastructure.service import MailboxService
+from projections.runner import ViewRunner
+from projections.stores import PostgresViewStore
+from tests.projections._toy_view import ToyView, log_reader
+
+class SlowToyView(ToyView):
+    def handle(self, position, event, tx):
+        time.sleep(0.002)
+        super().handle(position, event, tx)
+
+env = json.loads(sys.argv[1])
+service = MailboxService(env=env)
+store = PostgresViewStore(SlowToyView(), service.recorder.datastore.pool, schema=env["POSTGRES_SCHEMA"], prefix="crash")
+read = log_reader(service)
+
+def read_page(after, limit):
+    print(after, flush=True)
+    time.sleep(0.03)
+    return read(after, limit)
+
+ViewRunner(store, read_page, batch_size=10).catch_up()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.postgres
+def test_a_runner_killed_mid_catch_up_resumes_to_the_view_a_fresh_rebuild_gives(pg_service, postgres_env, clock):
+    end = record_history(pg_service, clock, cycles=10)
+    assert end > 300
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(postgres_env)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip().isdigit() and int(line) >= 30:  # three batches committed, the fourth about to run
+                break
+        else:
+            pytest.fail(f"the runner ended early: {child.stderr.read() if child.stderr else ''}")
+        time.sleep(0.04)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+
+    pool = pg_service.recorder.datastore.pool
+    store = PostgresViewStore(ToyView(), pool, schema=postgres_env["POSTGRES_SCHEMA"], prefix="crash")
+    resumed_from = store.position()
+    assert 30 <= resumed_from < end
+    assert ViewRunner(store, log_reader(pg_service), batch_size=50).catch_up() == end - resumed_from
+    assert store.position() == end
+
+    fresh = store.begin_rebuild()
+    ViewRunner(fresh, log_reader(pg_service), batch_size=100).catch_up()
+    assert store.snapshot() == fresh.snapshot() == replayed(pg_service)
+
+
+def test_rebuilds_swapped_in_under_a_following_runner_lose_and_repeat_no_event(service, clock, make_store):
+    read = log_reader(service)
+    record_history(service, clock, cycles=2)
+    follower_store, rebuilt_store = make_store(), make_store()  # one set of tables, two connections
+    stop_following, stop_writing = threading.Event(), threading.Event()
+
+    def write() -> None:
+        while not stop_writing.is_set():
+            record_history(service, clock, cycles=1, threads=2)
+
+    failures: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            ViewRunner(follower_store, read, batch_size=3, poll_interval=0.001).follow(None, stop_following)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=follow)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(5):  # the follower keeps applying while the rebuilt tables are swapped in under it
+            rebuild(rebuilt_store, read, batch_size=20, attempts=200)
+    finally:
+        stop_writing.set()
+        threads[0].join(timeout=30.0)
+        stop_following.set()
+        threads[1].join(timeout=30.0)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    ViewRunner(rebuilt_store, read).catch_up()
+    assert rebuilt_store.snapshot() == replayed(service)
+
+
+@pytest.mark.postgres
+def test_a_runner_blocked_behind_a_swap_in_applies_nothing_the_swapped_in_view_holds(
+    pg_service, postgres_env, postgres_url, clock
+):
+    schema = postgres_env["POSTGRES_SCHEMA"]
+    pool = pg_service.recorder.datastore.pool
+    read = log_reader(pg_service)
+    end = record_history(pg_service, clock, cycles=4)
+    live = PostgresViewStore(ToyView(), pool, schema=schema)
+    live.apply(read(0, 40))
+    scratch = live.begin_rebuild()
+    ViewRunner(scratch, read).catch_up()
+    results: dict[str, Any] = {}
+
+    def waiting_on_locks() -> int:
+        with psycopg.connect(postgres_url) as conn:
+            sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+            return int(conn.execute(sql, [f"%{schema}%"]).fetchone()[0])
+
+    with psycopg.connect(postgres_url) as reader:  # a reader of the live view holds up the swap's DROP TABLE
+        reader.execute(f'SELECT count(*) FROM "{schema}".view_toy_threads').fetchone()
+        swap = threading.Thread(target=lambda: results.update(swapped=live.swap_in(scratch)))
+        swap.start()
+        eventually(lambda: waiting_on_locks() == 1)  # swap_in holds the tracking row, waits for the reader
+        runner = threading.Thread(target=lambda: results.update(applied=live.apply(read(40, 30))))
+        runner.start()
+        eventually(lambda: waiting_on_locks() == 2)  # the runner waits for the tracking row
+        reader.rollback()
+        swap.join(timeout=10)
+        runner.join(timeout=10)
+    assert results == {"swapped": None, "applied": 0}
+    assert live.position() == end
+    assert live.snapshot() == replayed(pg_service)

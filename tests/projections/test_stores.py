@@ -1,0 +1,237 @@
+"""View stores on every backend: exactly-once apply, rebuild equals incremental, swap-in is all or nothing.
+
+Each test records real dispatch events through a ``MailboxService`` and runs the toy view
+into the store that matches the service's backend (memory, SQLite file, Postgres schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from projections.runner import ViewRunner, rebuild
+from projections.stores import MemoryViewStore, PostgresViewStore
+from projections.view import RebuildBehind
+from tests.projections._toy_view import (
+    DELIVERIES,
+    DISPATCHES,
+    OPEN,
+    THREADS,
+    StoreFactory,
+    ToyView,
+    log_reader,
+    record_history,
+)
+
+
+@pytest.fixture
+def make_store(env: dict[str, str], service: Any, tmp_path: Path) -> Iterator[StoreFactory]:
+    factory = StoreFactory(env, service, tmp_path)
+    yield factory
+    factory.close()
+
+
+def replayed(service: Any) -> dict[str, list[dict[str, Any]]]:
+    """The toy view replayed from position 0 into a fresh in-memory store."""
+    store = MemoryViewStore(ToyView())
+    ViewRunner(store, log_reader(service), batch_size=50).catch_up()
+    return store.snapshot()
+
+
+def test_incremental_catch_up_equals_a_rebuild_from_zero_and_a_second_rebuild(service, clock, make_store):
+    store = make_store()
+    read_page = log_reader(service)
+    record_history(service, clock, cycles=5)
+    ViewRunner(store, read_page, batch_size=7).catch_up()
+    end = record_history(service, clock, cycles=5)
+    ViewRunner(store, read_page, batch_size=13).catch_up()
+    incremental = store.snapshot()
+    assert store.position() == end
+    assert incremental[DISPATCHES] and incremental[THREADS] and incremental[OPEN]
+    assert incremental == replayed(service)
+
+    assert rebuild(store, read_page, batch_size=31) == end
+    assert store.snapshot() == incremental
+    assert rebuild(store, read_page, batch_size=500) == end
+    assert store.snapshot() == incremental
+
+
+def test_a_redelivered_batch_applies_nothing_and_changes_nothing(service, clock, make_store):
+    store = make_store()
+    end = record_history(service, clock, cycles=4)
+    events = log_reader(service)(0, end)
+    assert store.apply(events[:40]) == 40
+    before = store.snapshot()
+    assert store.apply(events[:40]) == 0
+    assert store.apply(events[25:40]) == 0
+    assert store.snapshot() == before
+    assert store.position() == events[39][0]
+
+
+def test_a_batch_overlapping_the_tracked_position_applies_only_the_new_part(service, clock, make_store):
+    store = make_store()
+    end = record_history(service, clock, cycles=4)
+    events = log_reader(service)(0, end)
+    store.apply(events[:20])
+    assert store.apply(events[10:60]) == 40
+    assert store.position() == events[59][0]
+    whole = MemoryViewStore(ToyView())
+    whole.apply(events[:60])
+    assert store.snapshot() == whole.snapshot()
+    handled = sum(row["handled"] for row in store.snapshot()[DELIVERIES])
+    assert handled == sum(1 for _, event in events[:60] if hasattr(event, "dispatch"))
+
+
+def test_a_handler_that_raises_leaves_the_store_as_it_was(service, clock, make_store):
+    class FailsAtTwentyFive(ToyView):
+        def handle(self, position, event, tx):
+            if position == 25:
+                raise RuntimeError("handler bug")
+            super().handle(position, event, tx)
+
+    store = make_store(FailsAtTwentyFive())
+    end = record_history(service, clock, cycles=4)
+    events = log_reader(service)(0, end)
+    store.apply(events[:10])
+    before = store.snapshot()
+    with pytest.raises(RuntimeError, match="handler bug"):
+        store.apply(events[10:40])
+    assert store.position() == events[9][0]
+    assert store.snapshot() == before
+
+
+def test_swap_in_makes_the_rebuilt_rows_visible_and_the_old_rows_gone(service, clock, make_store):
+    view = ToyView()
+    view.buggy = True
+    live = make_store(view)
+    read_page = log_reader(service)
+    end = record_history(service, clock, cycles=4)
+    ViewRunner(live, read_page).catch_up()
+    stale = live.snapshot()
+    assert {row["status"] for row in stale[DISPATCHES]} == {"BOGUS"}
+
+    view.buggy = False  # the view's bug is fixed; the rows already written are still wrong
+    scratch = live.begin_rebuild()
+    assert scratch.position() == 0 and all(rows == [] for rows in scratch.snapshot().values())
+    ViewRunner(scratch, read_page, batch_size=10).catch_up()
+    assert live.snapshot() == stale  # readers of the live view see nothing of the half-built one
+
+    live.swap_in(scratch)
+    fixed = live.snapshot()
+    assert live.position() == end
+    assert fixed == replayed(service)
+    assert "BOGUS" not in {row["status"] for row in fixed[DISPATCHES]}
+    assert not [row for row in fixed[OPEN] if row["dispatch_id"] == "ghost"]
+    assert live.select(OPEN, {"dispatch_id": "ghost"}) == []
+
+    record_history(service, clock, cycles=1)
+    assert ViewRunner(live, read_page).catch_up() > 0  # the swapped-in tables keep taking events
+    assert live.snapshot() == replayed(service)
+    assert rebuild(live, read_page) == live.position()  # and can be rebuilt again
+    assert live.snapshot() == replayed(service)
+
+
+def test_swap_in_refuses_a_rebuild_that_is_behind_the_live_view(service, clock, make_store):
+    live = make_store()
+    read_page = log_reader(service)
+    record_history(service, clock, cycles=3)
+    ViewRunner(live, read_page).catch_up()
+    scratch = live.begin_rebuild()
+    ViewRunner(scratch, read_page).catch_up()
+    record_history(service, clock, cycles=1)
+    ViewRunner(live, read_page).catch_up()
+    before = live.snapshot()
+
+    with pytest.raises(RebuildBehind):
+        live.swap_in(scratch)
+    assert live.snapshot() == before
+
+    ViewRunner(scratch, read_page).catch_up()
+    live.swap_in(scratch)
+    assert live.snapshot() == before == replayed(service)
+
+
+def test_select_filters_on_equality_and_null_orders_and_limits(service, clock, make_store):
+    store = make_store()
+    record_history(service, clock, cycles=6)
+    for thread_id in ("leased-1", "leased-2"):
+        service.submit(thread_id, f"run-{thread_id}")
+        service.claim(thread_id, consumer_id="worker", lease_ms=5_000)
+        clock.advance(10)
+    ViewRunner(store, log_reader(service)).catch_up()
+    rows = store.snapshot()[DISPATCHES]
+
+    by_thread = store.select(DISPATCHES, {"thread_id": "thread-1", "terminal": True}, order_by=["-attempt_count"])
+    assert by_thread and all(r["thread_id"] == "thread-1" and r["terminal"] for r in by_thread)
+    counts = [r["attempt_count"] for r in by_thread]
+    assert counts == sorted(counts, reverse=True)
+    assert len(by_thread) == sum(1 for r in rows if r["thread_id"] == "thread-1" and r["terminal"])
+
+    unleased = store.select(DISPATCHES, {"lease_until": None})
+    assert {r["dispatch_id"] for r in unleased} == {r["dispatch_id"] for r in rows if r["lease_until"] is None}
+
+    by_lease = store.select(DISPATCHES, order_by=["lease_until"], limit=len(unleased) + 1)
+    assert len(unleased) < len(rows) - 1
+    assert [r["lease_until"] for r in by_lease[:-1]] == [None] * len(unleased)  # NULL sorts first
+    assert by_lease[-1]["lease_until"] is not None
+    leased = store.select(DISPATCHES, order_by=["-lease_until"], limit=2)
+    assert [r["thread_id"] for r in leased] == ["leased-2", "leased-1"]  # descending: latest lease first
+    ids = [r["dispatch_id"] for r in store.select(DISPATCHES, order_by=["status"])]
+    assert ids == [r["dispatch_id"] for r in sorted(rows, key=lambda r: (r["status"], r["dispatch_id"]))]
+    assert store.select(DISPATCHES, limit=3) == rows[:3]
+
+
+def test_every_store_holds_the_values_the_memory_store_holds(service, clock, make_store):
+    store = make_store()
+    record_history(service, clock, cycles=3)
+    ViewRunner(store, log_reader(service)).catch_up()
+    snapshot = store.snapshot()
+    assert snapshot == replayed(service)
+    thread = snapshot[THREADS][0]
+    assert isinstance(thread["has_open"], bool) and isinstance(thread["kinds"], dict)
+    assert isinstance(snapshot[DISPATCHES][0]["detail"]["epoch"], int)
+
+
+def test_a_row_missing_a_column_is_refused_and_nothing_is_written(service, clock, make_store):
+    class ForgetsAColumn(ToyView):
+        def handle(self, position, event, tx):
+            tx.upsert(THREADS, {"thread_id": "t", "events": 1})
+
+    store = make_store(ForgetsAColumn())
+    end = record_history(service, clock, cycles=1)
+    with pytest.raises(ValueError, match="missing columns"):
+        store.apply(log_reader(service)(0, end))
+    assert store.position() == 0
+    assert store.select(THREADS) == []
+
+
+def test_a_dropped_view_starts_again_empty_at_position_zero(service, clock, make_store):
+    store = make_store(prefix="gone")
+    record_history(service, clock, cycles=2)
+    ViewRunner(store, log_reader(service)).catch_up()
+    assert store.position() > 0
+    store.drop()
+    again = make_store(prefix="gone")
+    assert again.position() == 0
+    assert all(rows == [] for rows in again.snapshot().values())
+
+
+@pytest.mark.postgres
+def test_a_postgres_store_built_from_the_service_settings_shares_the_view_with_one_on_the_service_pool(
+    pg_service, postgres_env, clock
+):
+    from infrastructure.settings import resolve_env
+
+    end = record_history(pg_service, clock, cycles=2)
+    pool = pg_service.recorder.datastore.pool
+    on_pool = PostgresViewStore(ToyView(), pool, schema=postgres_env["POSTGRES_SCHEMA"], prefix="shared")
+    ViewRunner(on_pool, log_reader(pg_service)).catch_up()
+    own = PostgresViewStore.from_env(ToyView(), resolve_env(postgres_env), prefix="shared")
+    try:
+        assert own.position() == end
+        assert own.snapshot() == on_pool.snapshot() == replayed(pg_service)
+    finally:
+        own.close()
