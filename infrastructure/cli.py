@@ -250,3 +250,7 @@ def thread(ctx: typer.Context, thread_id: Annotated[str, typer.Argument(help="Th
                 d.last_error or "",
             )
         Console().print(table)
+
+
+# The view commands (rebuild, verify, pending, queue) register themselves on ``app``.
+from infrastructure import cli_views  # noqa: E402, F401
