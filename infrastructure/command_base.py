@@ -8,6 +8,7 @@ concurrency conflict re-reads and retries, a bounded number of times.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -49,7 +50,9 @@ class CommandBase:
 
     clock: Clock
     max_conflict_retries: int
-    transactions: int
+    unsnapshotted: Repository[UUID]
+    _tx_lock: threading.Lock
+    _tx_count: int
 
     if TYPE_CHECKING:
         recorder: Any
@@ -59,6 +62,11 @@ class CommandBase:
         def repository(self) -> Repository[UUID]: ...
 
         def save(self, *objs: Any, **kwargs: Any) -> Any: ...
+
+    @property
+    def transactions(self) -> int:
+        """Transactions this instance committed (for benchmarks and tests)."""
+        return self._tx_count
 
     @property
     def tables(self) -> MailboxTables:
@@ -83,7 +91,7 @@ class CommandBase:
             if found is not None:
                 return self._replay(found, command, digest, adapter)
         for attempt in range(self.max_conflict_retries):
-            uow = UnitOfWork(self.repository, attempt)
+            uow = UnitOfWork(self.repository, attempt, self.unsnapshotted)
             try:
                 result = body(uow)
             except MailboxError:
@@ -106,7 +114,8 @@ class CommandBase:
                     if found is not None:
                         return self._replay(found, command, digest, adapter)
                 continue
-            self.transactions += 1
+            with self._tx_lock:
+                self._tx_count += 1
             if uow.error_after_save is not None:
                 raise uow.error_after_save
             return result

@@ -84,9 +84,11 @@ class DispatchCommands(CommandBase):
         new_dispatch_id = dispatch_id or new_id()
 
         def body(uow: UnitOfWork) -> DispatchRecord:
-            if uow.find_run(run_id) is not None:
+            # Creating, not reading: the first try lets the store refuse an existing run or
+            # dispatch id (a unique key); only a retry after such a conflict looks them up.
+            if uow.attempt > 0 and uow.find_run(run_id) is not None:
                 raise DuplicateRun(run_id)
-            if uow.find_dispatch(new_dispatch_id) is not None:
+            if uow.attempt > 0 and uow.find_dispatch(new_dispatch_id) is not None:
                 raise DuplicateDispatch(new_dispatch_id)
             mailbox = uow.mailbox(thread_id, at)
             due = at if available_at is None else available_at

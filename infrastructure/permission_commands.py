@@ -126,7 +126,8 @@ class PermissionCommands(DispatchCommands):
             remaining = [t for t in run.record.pending_tickets() if t.tool_call_id != tool_call_id]
             dispatch_id = run.record.dispatch_id
             if not remaining:
-                queued = self._queue_resume(uow, run, new_dispatch_id, priority, tool_call_id, decision, at)
+                chosen = resume_dispatch_id is not None
+                queued = self._queue_resume(uow, run, new_dispatch_id, chosen, priority, tool_call_id, decision, at)
                 if queued is None:
                     return _failed_outcome(run.record, tool_call_id, decision, delivery_path)
                 dispatch_id = queued.dispatch_id
@@ -154,6 +155,7 @@ class PermissionCommands(DispatchCommands):
         uow: UnitOfWork,
         run: Run,
         dispatch_id: str,
+        chosen: bool,
         priority: int,
         tool_call_id: str,
         decision: ToolCallResume,
@@ -163,7 +165,7 @@ class PermissionCommands(DispatchCommands):
         record = run.record
         mailbox = uow.mailbox(record.thread_id, at)
         try:
-            if uow.find_dispatch(dispatch_id) is not None:
+            if (chosen or uow.attempt > 0) and uow.find_dispatch(dispatch_id) is not None:
                 raise DuplicateDispatch(dispatch_id)
             mailbox.admit(
                 dispatch_id=dispatch_id, priority=priority, created_at=at, available_at=at, dedupe_key=None, now=at

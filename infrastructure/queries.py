@@ -21,15 +21,16 @@ from projections.canonical import CanonicalEvent, render
 
 
 class MailboxQueries(CommandBase):
-    def _get_record(self, aggregate_id: UUID, version: int | None = None) -> Any:
+    def _get_record(self, aggregate_id: UUID, version: int | None = None, *, snapshotted: bool = True) -> Any:
+        repository = self.repository if snapshotted else self.unsnapshotted
         try:
-            return self.repository.get(aggregate_id, version=version).record
+            return repository.get(aggregate_id, version=version).record
         except AggregateNotFoundError:
             return None
 
     def get_dispatch(self, dispatch_id: str, *, version: int | None = None) -> DispatchRecord:
         check_id("dispatch_id", dispatch_id)
-        record = self._get_record(dispatch_aggregate_id(dispatch_id), version)
+        record = self._get_record(dispatch_aggregate_id(dispatch_id), version, snapshotted=False)
         if record is None:
             raise DispatchNotFound(dispatch_id)
         return record  # type: ignore[no-any-return]

@@ -6,11 +6,12 @@ this module composes them and chooses the persistence from the environment.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, Repository
 from eventsourcing.popo import POPOFactory
 from eventsourcing.utils import get_topic
 
@@ -43,8 +44,9 @@ class MailboxService(PermissionCommands, CheckpointCommands, MailboxQueries, App
         super().__init__(resolve_env(env))
         self.clock: Clock = clock or wall_clock_ms
         self.max_conflict_retries = max_conflict_retries
-        self.transactions = 0
-        """Transactions this instance committed (for benchmarks and tests)."""
+        self.unsnapshotted = Repository(event_store=self.events)
+        self._tx_lock = threading.Lock()
+        self._tx_count = 0
 
     def construct_recorder(self) -> Any:
         if isinstance(self.factory, POPOFactory):

@@ -18,8 +18,11 @@ A = TypeVar("A")
 
 
 class UnitOfWork:
-    def __init__(self, repository: Repository[UUID], attempt: int = 0) -> None:
+    def __init__(
+        self, repository: Repository[UUID], attempt: int = 0, unsnapshotted: Repository[UUID] | None = None
+    ) -> None:
         self._repository = repository
+        self._unsnapshotted = unsnapshotted or repository
         self.attempt = attempt
         """0 on the first try; a retry after a conflict may check what the first try assumed."""
         self._aggregates: dict[UUID, Any] = {}
@@ -32,8 +35,10 @@ class UnitOfWork:
             return self._aggregates[aggregate_id]  # type: ignore[no-any-return]
         if aggregate_id in self._missing:
             return None
+        # Dispatches and messages are never snapshotted: skip the snapshot table's lookup.
+        repository = self._unsnapshotted if kind in (Dispatch, ThreadMessage) else self._repository
         try:
-            aggregate: Any = self._repository.get(aggregate_id)
+            aggregate: Any = repository.get(aggregate_id)
         except AggregateNotFoundError:
             self._missing.add(aggregate_id)
             return None
