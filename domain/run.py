@@ -145,10 +145,12 @@ class Run(MailboxAggregate[RunRecord]):
         resume_updated_at: int
         delivery_path: DeliveryPath
         resumes_run: bool = False
+        pending_tool_calls: list[str] = []
 
         def next_record(self, record: Any) -> Any:
             decision = Decision(
                 resume_dispatch_id=self.dispatch_id if self.resumes_run else None,
+                pending_after=self.pending_tool_calls,
                 tool_call_id=self.tool_call_id,
                 resume=ToolCallResume(
                     decision_id=self.decision_id,
@@ -203,7 +205,12 @@ class Run(MailboxAggregate[RunRecord]):
 
         def next_record(self, record: Any) -> Any:
             span = MessageSeqRange(first=self.message_seq_start, last=self.message_seq_end)
-            return record.model_copy(update={"checkpoints": [*record.checkpoints, span], "updated_at": self.now})
+            spans = list(record.checkpoints)
+            if spans and spans[-1].last + 1 == span.first:
+                # Adjacent commits of one run read as one range: a run that checkpoints
+                # message by message keeps a record of constant size.
+                span = MessageSeqRange(first=spans.pop().first, last=span.last)
+            return record.model_copy(update={"checkpoints": [*spans, span], "updated_at": self.now})
 
     def __init__(self) -> None:
         pass
@@ -317,7 +324,8 @@ class Run(MailboxAggregate[RunRecord]):
             "delivery_path": delivery_path,
             "now": now,
         }
-        self._raise(self.MailboxDecisionReceived, resumes_run=resumes_run, **facts)
+        pending = [t.tool_call_id for t in self.record.pending_tickets() if t.tool_call_id != tool_call_id]
+        self._raise(self.MailboxDecisionReceived, resumes_run=resumes_run, pending_tool_calls=pending, **facts)
         if resume.approved is not None:
             self._raise(self.ToolPermissionResolved, approved=resume.approved, **facts)
 

@@ -117,8 +117,11 @@ class CheckpointCommands(CommandBase):
             return None
         stored: list[ThreadMessage | None] = [uow.find_message(thread_id, m.message_id) for m in messages]
         for message, found in zip(messages, stored, strict=True):
-            if found is None or not _same(found.record, message, run_id):
+            if found is not None and not _same(found.record, message, run_id):
                 raise DuplicateMessage(thread_id, message.message_id)
+        if None in stored:  # some are new, some were committed before: name one that collides
+            collided = next(m for m, found in zip(messages, stored, strict=True) if found is not None)
+            raise DuplicateMessage(thread_id, collided.message_id)
         seqs = [m.record.message_seq for m in stored if m is not None]
         if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
             raise DuplicateMessage(thread_id, messages[0].message_id)

@@ -20,6 +20,7 @@ from infrastructure.unit_of_work import UnitOfWork
 _RUN = TypeAdapter(RunRecord)
 _OUTCOME = TypeAdapter(DecisionOutcome)
 _DELIVERY_PATHS = ("local_live", "remote_live", "durable_dispatch")
+RUN_FINISHED_FIRST = "queued dispatch superseded: its run finished first"
 
 
 class ResumeFailed(MailboxError):
@@ -43,9 +44,6 @@ def _parse(field: str, value: Any, model: type[Any]) -> Any:
 def _outcome(run: RunRecord, decision_id: str) -> DecisionOutcome:
     decision = run.decision(decision_id)
     assert decision is not None
-    decided_before = {d.tool_call_id for d in run.decisions[: run.decisions.index(decision) + 1]}
-    ticket_ids = [t.tool_call_id for t in run.tickets]
-    pending = [t for t in ticket_ids if t not in decided_before] if decision.tool_call_id in ticket_ids else []
     return DecisionOutcome(
         run_id=run.run_id,
         tool_call_id=decision.tool_call_id,
@@ -53,7 +51,7 @@ def _outcome(run: RunRecord, decision_id: str) -> DecisionOutcome:
         action=decision.resume.action,
         approved=decision.resume.approved,
         delivery_path=decision.delivery_path,
-        pending_tool_calls=pending,
+        pending_tool_calls=decision.pending_after,
         resume_dispatch_id=decision.resume_dispatch_id,
     )
 
@@ -232,7 +230,7 @@ class PermissionCommands(DispatchCommands):
         idempotency_key: str | None = None,
     ) -> RunRecord:
         """Ends the run (done is absorbing). An error termination records RunErrored; a
-        queued dispatch of the run is cancelled, a claimed one is left for its owner to ack."""
+        queued dispatch of the run is superseded, a claimed one is left for its owner to ack."""
         check_id("run_id", run_id)
         reason = _parse("termination", termination, TerminationReason)
         if reason.type == "suspended":
@@ -250,7 +248,8 @@ class PermissionCommands(DispatchCommands):
             else:
                 run.finish(termination=reason, dispatch_id=run.record.dispatch_id, now=at)
             if dispatch is not None and dispatch.record.status is DispatchStatus.QUEUED:
-                dispatch.cancel(now=at)
+                # Not RunCancelled: the run ended as the host said, not by a cancel (spec 128).
+                dispatch.supersede(reason=RUN_FINISHED_FIRST, now=at)
                 uow.mailbox(dispatch.record.thread_id, at).withdraw(dispatch_id=dispatch.dispatch_id, now=at)
             return run.record
 

@@ -105,7 +105,15 @@ def _render_dispatch(event: Dispatch.Event, position: int) -> CanonicalEvent:
     )
 
 
-_ENVELOPE_FIELDS = {"originator_id", "originator_version", "timestamp", "now", "originator_topic", "resumes_run"}
+_ENVELOPE_FIELDS = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "now",
+    "originator_topic",
+    "resumes_run",
+    "pending_tool_calls",
+}
 
 
 def _run_key_and_correlation(event: Run.Event) -> tuple[str, str]:
@@ -117,7 +125,9 @@ def _run_key_and_correlation(event: Run.Event) -> tuple[str, str]:
         correlation = event.dispatch_id or run_id
         return f"RunErrored/{correlation}/{event.attempt_count}", correlation
     if isinstance(event, Run.MailboxResumeFailed):
-        return f"MailboxResumeFailed/{event.dispatch_id}/{event.attempt_count}", event.dispatch_id
+        # The upstream key plus the refused decision: each failed delivery is its own occurrence (Z11).
+        decision = event.decisions[-1]["decision_id"] if event.decisions else ""
+        return f"MailboxResumeFailed/{event.dispatch_id}/{event.attempt_count}/{decision}", event.dispatch_id
     if isinstance(event, Run.ThreadMessagesCheckpointed):
         span = f"{event.message_seq_start}-{event.message_seq_end}"
         return f"ThreadMessagesCheckpointed/{event.thread_id}/{run_id}/{span}", run_id
