@@ -1,0 +1,175 @@
+"""Rebuild throughput of every view against the ceiling of reading and decoding the log.
+
+    /work/venv/bin/python -m bench.rebuild [--events 200000] [--checkpoints 50000,200000]
+
+Builds a Postgres log of ``--events`` events with the demo's mix (submit, claim, start, ack,
+nack and retry, dead letter, lease expiry and reclaim, suspend and decide, interrupt, message
+checkpoints): the workload runs on an in-memory service with a manual clock, and its stored
+events are copied into a fresh Postgres schema in large batches (the service's own write path
+is measured by bench.lifecycle). Then, for each checkpoint size N, a child process reads and
+decodes the first N events (the ceiling) and rebuilds each view from them into scratch tables,
+printing events/s, the ratio to the ceiling and the child's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench._common import ensure_bench_database, fresh_store
+from domain.errors import MailboxError
+from infrastructure.service import MailboxService
+from infrastructure.views_host import ViewHost
+
+PAGE = 1_000
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _one_round(service: MailboxService, clock: _Clock, rng: random.Random, round_no: int) -> None:
+    """Submits a few runs and drives every ready dispatch to one seeded fate."""
+    for k in range(8):
+        thread, run = f"thread-{rng.randrange(400)}", f"run-{round_no}-{k}"
+        try:
+            service.submit(thread, run, priority=rng.choice((10, 128, 200)), max_attempts=3)
+            service.commit_messages(thread, run, [_message(f"{run}-u", "user", "please")])
+        except MailboxError:
+            continue
+    for claimed in service.claim_next(consumer_id="bench", lease_ms=1_000, limit=16):
+        token, dispatch_id = claimed.claim_token or "", claimed.dispatch_id
+        service.record_start(dispatch_id, claim_token=token)
+        fate = rng.random()
+        try:
+            if fate < 0.06 and not service.get_run(claimed.run_id).decisions:
+                _suspend_and_decide(service, claimed.run_id, dispatch_id, token, rng)
+            elif fate < 0.20:
+                service.nack(dispatch_id, claim_token=token, error="transient", retry_at=clock.now)
+            elif fate < 0.25:
+                service.dead_letter(dispatch_id, claim_token=token, error="permanent")
+            elif fate < 0.30:
+                continue  # the worker dies; the lease expires below
+            else:
+                service.commit_messages(
+                    claimed.thread_id, claimed.run_id, [_message(f"{dispatch_id}-a", "assistant", "done")]
+                )
+                service.ack(dispatch_id, claim_token=token)
+        except MailboxError:
+            continue
+    if rng.random() < 0.05:
+        service.interrupt(f"thread-{rng.randrange(400)}")
+    clock.now += 2_000
+    service.reclaim_expired_leases(limit=100)
+
+
+def _suspend_and_decide(service: MailboxService, run_id: str, dispatch_id: str, token: str, rng: random.Random) -> None:
+    service.suspend(dispatch_id, claim_token=token, tickets=[{"tool_call_id": f"{run_id}-tc", "tool_name": "bash"}])
+    approved = rng.random() < 0.7
+    resume = {"decision_id": f"{run_id}-d", "action": "resume", "result": {"approved": approved}}
+    service.decide(run_id, f"{run_id}-tc", resume)
+
+
+def _message(message_id: str, role: str, text: str) -> dict[str, Any]:
+    return {"message_id": message_id, "role": role, "content": [{"type": "text", "text": text}]}
+
+
+def build_log(env: dict[str, str], events: int, console: Console) -> int:
+    clock = _Clock()
+    memory = MailboxService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
+    rng = random.Random(7)
+    started, round_no = time.perf_counter(), 0
+    while (memory.recorder.max_notification_id() or 0) < events:
+        _one_round(memory, clock, rng, round_no)
+        round_no += 1
+    console.log(f"workload: {memory.recorder.max_notification_id()} events in {time.perf_counter() - started:.1f}s")
+    target = MailboxService(env=env)
+    started, copied = time.perf_counter(), 0
+    while copied < events:
+        page = memory.recorder.select_notifications(start=copied, limit=5_000, inclusive_of_start=False)
+        if not page:
+            break
+        target.recorder.insert_events(page[: events - copied])
+        copied += len(page[: events - copied])
+    console.log(f"copied {copied} events into Postgres in {time.perf_counter() - started:.1f}s")
+    target.close()
+    memory.close()
+    return copied
+
+
+def measure(env: dict[str, str], upto: int) -> dict[str, Any]:
+    """In a child process: the read-and-decode ceiling and each view's rebuild, up to ``upto``."""
+    service = MailboxService(env=env)
+    host = ViewHost(service, batch_size=PAGE)
+    started, after = time.perf_counter(), 0
+    while after < upto:
+        page = host.read_page(after, min(PAGE, upto - after))
+        if not page:
+            break
+        after = page[-1][0]
+    ceiling = after / (time.perf_counter() - started)
+    views = {}
+    for name, store in host.stores.items():
+        scratch = store.begin_rebuild()
+        started, after, applied = time.perf_counter(), 0, 0
+        while after < upto:
+            page = host.read_page(after, min(PAGE, upto - after))
+            if not page:
+                break
+            applied += scratch.apply(page)
+            after = page[-1][0]
+        views[name] = applied / (time.perf_counter() - started)
+        scratch.drop()
+    host.close()
+    service.close()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"events": upto, "ceiling": ceiling, "views": views, "peak_rss_mb": peak_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--checkpoints", default="50000,200000", help="log sizes to measure at")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        env, upto = json.loads(args.child)
+        print(json.dumps(measure(env, upto)))
+        return
+    console = Console()
+    sizes = [int(s) for s in args.checkpoints.split(",")]
+    ensure_bench_database()
+    with fresh_store("postgres") as env:
+        total = build_log(env, max(args.events, *sizes), console)
+        rows = []
+        for size in sizes:
+            child = [sys.executable, "-m", "bench.rebuild", "--child", json.dumps([env, min(size, total)])]
+            result = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
+            rows.append(result)
+            console.log(f"{size} events: ceiling {result['ceiling']:,.0f}/s, peak RSS {result['peak_rss_mb']:.0f} MB")
+    table = Table(title="rebuild from position 0 on Postgres (events/s; share of the read-and-decode ceiling)")
+    table.add_column("view")
+    for row in rows:
+        table.add_column(f"{row['events']:,} events", justify="right")
+    table.add_row("read + decode (ceiling)", *(f"{r['ceiling']:,.0f}" for r in rows))
+    for name in rows[0]["views"]:
+        table.add_row(name, *(f"{r['views'][name]:,.0f} ({r['views'][name] / r['ceiling']:.0%})" for r in rows))
+    table.add_row("peak RSS of the rebuild process", *(f"{r['peak_rss_mb']:.0f} MB" for r in rows))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
