@@ -3,9 +3,12 @@
 A seeded plan submits a few runs on each of a few dozen threads; worker threads claim under
 short leases, start, and then ack, nack, dead-letter or abandon each attempt by its seeded
 fate; the driver interrupts a few threads part-way and submits fresh runs on some of them
-(see :mod:`infrastructure.demo_workers`). When every dispatch is terminal the demo prints a
-summary and checks it against the event log: the canonical events are counted by kind and
-compared with what the workers did and with the dispatch index.
+(see :mod:`infrastructure.demo_workers`). Some runs first ask for tool permissions, which a
+simulated reviewer approves or denies, some decisions delivered twice (see
+:mod:`infrastructure.demo_reviewer`); runs checkpoint their messages as they go. When every
+run is done the demo prints a summary and checks it against the event log: the canonical
+events are counted by kind and compared with what the workers, the reviewer and the driver
+did and with the dispatch index.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from domain.values import DispatchStatus
+from domain.errors import MailboxError
+from domain.values import DispatchStatus, RunStatus
 from infrastructure.cli import canonical_log, postgres_conninfo
 from infrastructure.demo_workers import Driver, Tally, make_plan
 from infrastructure.dispatch_commands import FENCED_AT, SUPERSEDED_BY_INTERRUPT
+from infrastructure.permission_commands import RUN_FINISHED_FIRST
 from infrastructure.service import MailboxService
 from infrastructure.settings import POSTGRES, SQLITE, SettingsError, describe, sqlite_env
 
@@ -35,7 +40,8 @@ from infrastructure.settings import POSTGRES, SQLITE, SettingsError, describe, s
 SUPERSEDED_HOW = {
     SUPERSEDED_BY_INTERRUPT: "queued",
     FENCED_AT["reclaim"]: "at_reclaim",
-    **{FENCED_AT[c]: "on_write" for c in ("record_start", "ack", "nack", "dead_letter")},
+    RUN_FINISHED_FIRST: "finished_first",
+    **{FENCED_AT[c]: "on_write" for c in ("record_start", "ack", "nack", "dead_letter", "suspend")},
 }
 
 # ---------------------------------------------------------------------- the store
@@ -99,28 +105,56 @@ def open_service(env: Mapping[str, str], workers: int) -> MailboxService:
 
 
 def log_counts(service: MailboxService) -> Counter[str]:
-    """Canonical events in the whole log by kind, and by ``kind/reason`` where they give one."""
+    """Canonical events in the whole log by kind; by ``kind/reason`` where they give a reason,
+    ``RunFinished/<termination>``, ``ToolPermissionResolved/approved=<bool>``, and the
+    tickets of ``RunSuspended``."""
     counts: Counter[str] = Counter()
     for event in canonical_log(service):
-        counts[event.kind] += 1
-        reason = event.payload.get("reason")
-        if reason is not None:
-            counts[f"{event.kind}/{SUPERSEDED_HOW.get(reason, reason)}"] += 1
+        kind, payload = event.kind, event.payload
+        counts[kind] += 1
+        if "approved" in payload:
+            counts[f"{kind}/approved={payload['approved']}"] += 1
+        elif payload.get("reason") is not None:
+            counts[f"{kind}/{SUPERSEDED_HOW.get(payload['reason'], payload['reason'])}"] += 1
+        if kind == "RunFinished":
+            counts[f"{kind}/{payload['termination']['type']}"] += 1
+        if kind == "RunSuspended":
+            counts[f"{kind} tickets"] += len(payload["tickets"])
     return counts
+
+
+def runs_not_done(service: MailboxService, run_ids: list[str]) -> int:
+    """How many of the demo's runs are not done in the store (none should be)."""
+    left = 0
+    for run_id in run_ids:
+        try:
+            left += service.get_run(run_id).status is not RunStatus.DONE
+        except MailboxError:
+            left += 1
+    return left
 
 
 def expectations(tally: Tally, statuses: Mapping[str, int], log: Counter[str]) -> list[tuple[str, int, int]]:
     """(what, expected from the tally or the dispatch index, counted in the log)."""
     t = tally.counts
     rows = [
-        ("RunQueued", t["submitted"], "runs submitted"),
+        ("RunQueued", t["submitted"] + t["resumes_queued"], "runs submitted + resumes queued"),
         ("RunQueued", sum(statuses.values()), "dispatches in the index"),
         ("RunCreated", t["submitted"], "runs submitted"),
         ("DispatchClaimed", t["claims"], "claims"),
         ("RunSubmitted", t["starts"], "record_start calls"),
-        ("RunStarted", len(tally.started_runs), "runs ever started"),
+        ("RunStarted", len(tally.started_runs), "runs started, once per dispatch"),
         ("DispatchAcked", statuses["acked"], "acked dispatches"),
-        ("DispatchAcked", t["acks"], "acks"),
+        ("DispatchAcked", t["acks"] + t["suspensions"], "acks + suspensions"),
+        ("RunFinished/natural_end", t["acks"] - t["acks_blocked"], "acks of runs not blocked"),
+        ("RunFinished/blocked", t["blocked"], "runs finished blocked after a denial"),
+        ("RunSuspended", t["suspensions"], "suspensions"),
+        ("RunSuspended tickets", t["tickets"], "permissions asked"),
+        ("MailboxDecisionReceived", t["decisions"], "distinct decisions delivered"),
+        ("ToolPermissionResolved/approved=True", t["approvals"], "approvals"),
+        ("ToolPermissionResolved/approved=False", t["denials"], "denials"),
+        ("MessageCommitted", t["messages"], "messages committed"),
+        ("ThreadMessagesCheckpointed", t["commits"], "message commits"),
         ("RunRescheduled/retry_backoff", t["nacks_requeued"], "nacks that requeued"),
         ("RunRescheduled/expired_lease_reclaimed", t["reclaims_requeued"], "reclaims that requeued"),
         ("DispatchDeadLettered", statuses["dead_letter"], "dead-lettered dispatches"),
@@ -137,19 +171,31 @@ def expectations(tally: Tally, statuses: Mapping[str, int], log: Counter[str]) -
     checks = [(f"{kind} = {label}", want, log[kind]) for kind, want, label in rows]
     checks.append(("RunFinished + RunErrored = runs submitted", t["submitted"], log["RunFinished"] + log["RunErrored"]))
     checks += [(f"no dispatch left {s}", 0, statuses[s]) for s in (DispatchStatus.QUEUED, DispatchStatus.CLAIMED)]
+    checks.append(("MailboxResumeFailed = none", 0, log["MailboxResumeFailed"]))
     return checks
 
 
-def summary_table(tally: Tally, statuses: Mapping[str, int], events: int, elapsed: float) -> Table:
+def resumed_ends(service: MailboxService, run_ids: list[str]) -> Counter[str]:
+    """How the resumed runs ended, by termination type, read from the store."""
+    ends: Counter[str] = Counter()
+    for run_id in run_ids:
+        termination = service.get_run(run_id).termination
+        ends[termination.type if termination is not None else "not done"] += 1
+    return ends
+
+
+def summary_table(tally: Tally, statuses: Mapping[str, int], ends: Counter[str], events: int, elapsed: float) -> Table:
     t = tally.counts
     at_reclaim = statuses["superseded"] - t["superseded_queued"] - t["fenced"]
+    resumes_superseded = f" ({t['resumes_superseded']} superseded while queued)" if t["resumes_superseded"] else ""
     table = Table(title="run-mailbox demo")
     table.add_column("")
     table.add_column("count", justify="right")
     table.add_column("detail")
     rows = [
         ("runs submitted", t["submitted"], f"{t['fresh_runs']} fresh after an interrupt"),
-        ("  completed", statuses["acked"], "acked"),
+        ("  completed", t["acks"] - t["acks_blocked"], f"acked, {t['resumes_completed']} after a permission decision"),
+        ("  blocked by a denial", t["acks_blocked"], "finished blocked, then acked"),
         (
             "  dead-lettered",
             statuses["dead_letter"],
@@ -167,7 +213,22 @@ def summary_table(tally: Tally, statuses: Mapping[str, int], events: int, elapse
         ("retries (nacks)", t["nacks_requeued"] + t["nacks_exhausted"], f"{t['nacks_requeued']} requeued with backoff"),
         ("lease reclaims", t["reclaims_requeued"] + t["reclaims_exhausted"], f"{t['reclaims_requeued']} requeued"),
         ("dead letters", statuses["dead_letter"], ""),
-        ("interrupts", t["interrupts"], f"{t['interrupts_active']} hit a claimed run"),
+        (
+            "interrupts",
+            t["interrupts"],
+            f"{t['interrupts_by_plan']} planned, {t['interrupts_by_reviewer']} right after a resume was queued; "
+            f"{t['interrupts_active']} hit a claimed run",
+        ),
+        ("permissions asked", t["tickets"], f"by {t['suspensions']} runs, suspended until decided"),
+        ("  approved", t["approvals"], ""),
+        ("  denied", t["denials"], ""),
+        ("decisions re-delivered", t["redeliveries"], "by durable_dispatch after remote_live: no-ops, nothing written"),
+        (
+            "runs resumed",
+            t["resumes_queued"],
+            "ended " + ", ".join(f"{kind} {n}" for kind, n in sorted(ends.items())) + resumes_superseded,
+        ),
+        ("messages committed", t["messages"], f"in {t['commits']} checkpoints"),
         ("races handled", sum(tally.races().values()), ", ".join(f"{k} {n}" for k, n in tally.races().items())),
         ("events written", events, ""),
     ]
@@ -213,12 +274,15 @@ def _report(
         console.print(f"[red]a worker failed: {type(failure).__name__}: {failure}[/]")
         return 1
     statuses = service.count_by_status()
-    console.print(summary_table(driver.tally, statuses, service.recorder.max_notification_id() or 0, elapsed))
+    ends = resumed_ends(service, driver.reviewer.resumed_runs)
+    events = service.recorder.max_notification_id() or 0
+    console.print(summary_table(driver.tally, statuses, ends, events, elapsed))
     if not finished:
         left = statuses[DispatchStatus.QUEUED] + statuses[DispatchStatus.CLAIMED]
         console.print(f"[red]time limit of {limit:g} s reached with {left} dispatches unfinished[/]")
         return 1
     checks = expectations(driver.tally, statuses, log_counts(service))
+    checks.append(("no run left undone", 0, runs_not_done(service, driver.run_ids)))
     mismatches = [(what, want, got) for what, want, got in checks if want != got]
     if mismatches:
         console.print("[red]checked against the log: MISMATCH[/]")

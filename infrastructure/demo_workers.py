@@ -2,8 +2,11 @@
 
 What happens to an attempt is decided by its fate, a seeded function of the run and the
 attempt number, so a demo is reproducible (up to thread interleaving) whichever worker
-picks the run up. Workers and driver count what they did in a shared :class:`Tally`,
-which the demo then checks against the event log.
+picks the run up. Some runs first ask for tool permissions (see
+:mod:`infrastructure.demo_reviewer`); each run checkpoints its messages as it goes: the
+user's when it is submitted, the assistant's when it suspends and when it is acked.
+Workers, reviewer and driver count what they did in a shared :class:`Tally`, which the
+demo then checks against the event log.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from domain.dispatch import DispatchRecord
 from domain.errors import DispatchSuperseded, MailboxError
+from domain.permissions import Decision
 from domain.values import DispatchStatus
+from infrastructure.demo_reviewer import Reviewer, count_interrupt, is_resume, permission_tickets
 from infrastructure.service import MailboxService
 
 LEASE_MS = 200
@@ -89,16 +95,17 @@ class Tally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
-        self.started_runs: set[str] = set()
+        self.started_runs: set[tuple[str, str]] = set()
+        """(run, dispatch) pairs: a run starts afresh on each dispatch that drives it."""
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self.counts[name] += amount
 
-    def started(self, run_id: str) -> None:
+    def started(self, run_id: str, dispatch_id: str) -> None:
         with self._lock:
             self.counts["starts"] += 1
-            self.started_runs.add(run_id)
+            self.started_runs.add((run_id, dispatch_id))
 
     def __getitem__(self, name: str) -> int:
         with self._lock:
@@ -109,6 +116,47 @@ class Tally:
             return {k.removeprefix("race:"): v for k, v in sorted(self.counts.items()) if k.startswith("race:")}
 
 
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def message(run_id: str, n: int, role: str, *blocks: dict[str, Any]) -> dict[str, Any]:
+    """The run's ``n``-th message, with an id that is the same in every demo."""
+    return {"message_id": f"{run_id}-m{n}", "role": role, "content": list(blocks)}
+
+
+def checkpoint(
+    service: MailboxService, tally: Tally, thread_id: str, run_id: str, messages: list[dict[str, Any]]
+) -> None:
+    """Commits the run's new messages to its thread (one checkpoint) and counts them."""
+    try:
+        service.commit_messages(thread_id, run_id, messages)
+    except MailboxError as exc:
+        tally.add(f"race:commit_messages {type(exc).__name__}")
+        return
+    tally.add("commits")
+    tally.add("messages", len(messages))
+
+
+def _replies(run_id: str, decisions: list[Decision], blocked: bool) -> list[dict[str, Any]]:
+    """What a run says when it is acked: after a suspension, the tools' results first."""
+    results = [
+        message(
+            run_id,
+            2 + n,
+            "tool",
+            {
+                "type": "tool_result",
+                "tool_use_id": d.tool_call_id,
+                "content": [text("approved" if d.resume.approved else f"denied: {d.resume.reason}")],
+            },
+        )
+        for n, d in enumerate(decisions, start=1)
+    ]
+    answer = "I cannot go on without that permission." if blocked else "Done."
+    return [*results, message(run_id, 2 + len(decisions) + 1, "assistant", text(answer))]
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     seed: int
@@ -117,18 +165,26 @@ class WorkerConfig:
 
 
 class Worker(threading.Thread):
-    """Loops until ``stop`` is set: reclaim, find work, start it, then meet the attempt's fate."""
+    """Loops until ``stop`` is set: reclaim, claim the best ready dispatch, start it, then
+    ask for permissions (a run's first attempt, when its seed says so) or meet the
+    attempt's fate."""
 
     def __init__(
-        self, service: MailboxService, name: str, config: WorkerConfig, tally: Tally, stop: threading.Event
+        self,
+        service: MailboxService,
+        name: str,
+        config: WorkerConfig,
+        tally: Tally,
+        reviewer: Reviewer,
+        stop: threading.Event,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.service = service
         self.config = config
         self.tally = tally
+        self.reviewer = reviewer
         self.stop = stop
         self.failure: Exception | None = None
-        self._order = random.Random(f"{config.seed}/{name}")
 
     def run(self) -> None:
         try:
@@ -145,13 +201,14 @@ class Worker(threading.Thread):
         except MailboxError as exc:
             self.tally.add(f"race:reclaim {type(exc).__name__}")
         try:
-            claimed = self._find_work()
+            claimed = self.service.claim_next(consumer_id=self.name, lease_ms=self.config.lease_ms, limit=1)
         except MailboxError as exc:
             self.tally.add(f"race:claim {type(exc).__name__}")
             return False
-        if claimed is None:
+        if not claimed:
             return False
-        self._work_on(claimed)
+        self.tally.add("claims")
+        self._work_on(claimed[0])
         return True
 
     def _reclaim(self) -> None:
@@ -159,36 +216,61 @@ class Worker(threading.Thread):
             requeued = record.status is DispatchStatus.QUEUED
             self.tally.add("reclaims_requeued" if requeued else "reclaims_exhausted")
 
-    def _find_work(self) -> DispatchRecord | None:
-        threads = self.service.queued_thread_ids()
-        self._order.shuffle(threads)  # workers spread over the threads instead of all racing for the first
-        for thread_id in threads:
-            claimed = self.service.claim(thread_id, consumer_id=self.name, lease_ms=self.config.lease_ms)
-            if claimed is not None:
-                self.tally.add("claims")
-                return claimed
-        return None
-
     def _work_on(self, claimed: DispatchRecord) -> None:
         token = claimed.claim_token or ""
-        fate, seconds = fate_of(self.config.seed, claimed.run_id, claimed.attempt_count)
+        resume = is_resume(claimed.dispatch_id)
+        # A resume has fates of its own; a run's first attempt may ask for permissions instead.
+        fate, seconds = fate_of(
+            self.config.seed, claimed.dispatch_id if resume else claimed.run_id, claimed.attempt_count
+        )
+        asks = [] if resume or claimed.attempt_count else permission_tickets(self.config.seed, claimed.run_id)
         step = "record_start"
         try:
             self.service.record_start(claimed.dispatch_id, claim_token=token)
-            self.tally.started(claimed.run_id)
+            self.tally.started(claimed.run_id, claimed.dispatch_id)
             self.stop.wait(seconds)
-            step = fate.value
-            self._settle(claimed, token, fate)
+            step = "suspend" if asks else fate.value
+            if asks:
+                self._suspend(claimed, token, asks)
+            else:
+                self._settle(claimed, token, fate, resume)
         except DispatchSuperseded:
             self.tally.add("fenced")  # an interrupt advanced the thread's epoch under this claim
         except MailboxError as exc:
             self.tally.add(f"race:{step} {type(exc).__name__}")
 
-    def _settle(self, claimed: DispatchRecord, token: str, fate: Fate) -> None:
+    def _suspend(self, claimed: DispatchRecord, token: str, tickets: list[dict[str, Any]]) -> None:
+        """The run waits for the reviewer; its dispatch is acked."""
+        run_id = claimed.run_id
+        self.reviewer.expect(run_id)  # before suspending, so the driver never sees a run nobody expects
+        try:
+            self.service.suspend(claimed.dispatch_id, claim_token=token, tickets=tickets)
+        except MailboxError:
+            self.reviewer.forget(run_id)
+            raise
+        self.tally.add("suspensions")
+        self.tally.add("tickets", len(tickets))
+        uses = [
+            {"type": "tool_use", "id": t["tool_call_id"], "name": t["tool_name"], "input": t["arguments"]}
+            for t in tickets
+        ]
+        asking = message(run_id, 2, "assistant", text("I need permission to use these tools."), *uses)
+        checkpoint(self.service, self.tally, claimed.thread_id, run_id, [asking])
+
+    def _settle(self, claimed: DispatchRecord, token: str, fate: Fate, resume: bool) -> None:
         dispatch_id, attempt = claimed.dispatch_id, claimed.attempt_count + 1
         if fate is Fate.ACK:
+            decisions = self.service.get_run(claimed.run_id).decisions if resume else []
+            blocked = any(d.resume.approved is False for d in decisions)
+            if blocked:  # the agent saw the denial and gives up
+                self.service.finish_run(claimed.run_id, {"type": "blocked", "value": "permission denied"})
+                self.tally.add("blocked")
             self.service.ack(dispatch_id, claim_token=token)
             self.tally.add("acks")
+            self.tally.add("acks_blocked", int(blocked))
+            self.tally.add("resumes_completed", int(resume and not blocked))
+            replies = _replies(claimed.run_id, decisions, blocked)
+            checkpoint(self.service, self.tally, claimed.thread_id, claimed.run_id, replies)
         elif fate is Fate.NACK:
             record = self.service.nack(dispatch_id, claim_token=token, error=f"transient failure on attempt {attempt}")
             self.tally.add("nacks_requeued" if record.status is DispatchStatus.QUEUED else "nacks_exhausted")
@@ -200,29 +282,39 @@ class Worker(threading.Thread):
 
 
 class Driver:
-    """Submits the plan, starts the workers, fires the interrupts and waits for the end."""
+    """Submits the plan, starts the workers and the reviewer, fires the interrupts and
+    waits for the end."""
 
     def __init__(self, service: MailboxService, plan: Plan, workers: int, seed: int) -> None:
         self.service = service
         self.tally = Tally()
         self.stop = threading.Event()
         config = WorkerConfig(seed=seed)
-        self.workers = [Worker(service, f"worker-{n}", config, self.tally, self.stop) for n in range(workers)]
+        self.reviewer = Reviewer(service, seed, self.tally, self.stop)
+        self.workers = [
+            Worker(service, f"worker-{n}", config, self.tally, self.reviewer, self.stop) for n in range(workers)
+        ]
         self.runs = plan.runs
         self.pending = list(plan.interrupts)
+        self.run_ids: list[str] = []
 
     def submit(self, thread_id: str, run_id: str, priority: int = 128) -> None:
         dispatch_id = f"dispatch-{run_id.removeprefix('run-')}"
         self.service.submit(thread_id, run_id, priority=priority, dispatch_id=dispatch_id)
         self.tally.add("submitted")
+        self.run_ids.append(run_id)
+        checkpoint(
+            self.service, self.tally, thread_id, run_id, [message(run_id, 1, "user", text(f"Please do {run_id}."))]
+        )
 
     def run(self, console: Console, time_limit: float) -> bool:
         """Submits the plan and works it off; True when every run finished in time."""
         for run in self.runs:
             self.submit(run.thread_id, run.run_id, run.priority)
         deadline = time.monotonic() + time_limit
-        for worker in self.workers:
-            worker.start()
+        threads: list[threading.Thread] = [self.reviewer, *self.workers]
+        for thread in threads:
+            thread.start()
         columns = (TextColumn("runs finished"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         try:
             with Progress(*columns, console=console) as progress:
@@ -234,28 +326,31 @@ class Driver:
             return True
         finally:
             self.stop.set()
-            for worker in self.workers:
-                worker.join()
+            for thread in threads:
+                thread.join()
 
     def _finished(self, progress: Progress, task: TaskID) -> bool:
-        """Fires the next due interrupt, or says whether every dispatch is terminal."""
+        """Fires the next due interrupt, or says whether every run is done: no dispatch open
+        and no suspended run still waiting for its decisions (read before and after the
+        counts, so a suspension in between is noticed)."""
+        waiting, generation = self.reviewer.snapshot()
         counts = self.service.count_by_status()
-        done = sum(n for status, n in counts.items() if DispatchStatus(status).is_terminal)
+        terminal = sum(n for status, n in counts.items() if DispatchStatus(status).is_terminal)
         total = self.tally["submitted"]
+        done = max(0, min(total, terminal - self.tally["suspensions"]))  # a suspension acks a dispatch, not a run
         progress.update(task, completed=done, total=total)
         if self.pending and done >= self.pending[0].at_fraction * total:
             self._interrupt(self.pending.pop(0))
             return False
-        return not self.pending and counts[DispatchStatus.QUEUED] == 0 and counts[DispatchStatus.CLAIMED] == 0
+        idle = counts[DispatchStatus.QUEUED] == 0 and counts[DispatchStatus.CLAIMED] == 0
+        return not self.pending and idle and waiting == 0 and self.reviewer.snapshot()[1] == generation
 
     def _interrupt(self, planned: PlannedInterrupt) -> None:
-        result = self.service.interrupt(planned.thread_id)
-        self.tally.add("interrupts")
-        self.tally.add("superseded_queued", result.superseded_count)
-        self.tally.add("interrupts_active", int(result.active_dispatch is not None))
+        count_interrupt(self.tally, self.service.interrupt(planned.thread_id), by="plan")
         if planned.resubmit:
             self.submit(planned.thread_id, f"run-{planned.thread_id.removeprefix('thread-')}-after-interrupt")
             self.tally.add("fresh_runs")
 
     def failure(self) -> Exception | None:
-        return next((w.failure for w in self.workers if w.failure is not None), None)
+        threads: list[Worker | Reviewer] = [self.reviewer, *self.workers]
+        return next((t.failure for t in threads if t.failure is not None), None)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import psycopg
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from infrastructure import cli
+from infrastructure.demo import expectations, log_counts
+from infrastructure.demo_workers import Driver, make_plan
 from infrastructure.service import MailboxService
 from infrastructure.settings import DEFAULT_SQLITE_PATH, POSTGRES, SQLITE
 
@@ -46,6 +50,16 @@ def json_lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines()]
 
 
+def summary_counts(output: str) -> dict[str, int]:
+    """The demo summary's rows, by name (indentation dropped), with their counts."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) >= 4 and cells[1] and cells[2].isdigit():
+            rows[cells[1]] = int(cells[2])
+    return rows
+
+
 # ---------------------------------------------------------------------- demo
 
 
@@ -55,10 +69,33 @@ def test_demo_on_a_sqlite_file_finishes_every_run_and_agrees_with_its_log(runner
     assert result.exit_code == 0, result.output
     assert "checked against the log: OK" in result.stdout
     assert "runs submitted" in result.stdout and "events written" in result.stdout
+    rows = summary_counts(result.stdout)
+    new_rows = ("permissions asked", "approved", "denied", "decisions re-delivered", "runs resumed")
+    assert set(new_rows) | {"messages committed"} <= set(rows), rows
+    # With seed 7, run-001-0 (first on an uninterrupted thread) asks for two permissions.
+    assert rows["permissions asked"] >= 2 and rows["runs resumed"] >= 1
+    assert rows["approved"] + rows["denied"] == rows["permissions asked"]
+    assert rows["messages committed"] >= rows["runs submitted"]  # every run's user message at least
     # The kept file holds the whole job: every run ended, none is left queued or claimed.
     stats = runner.invoke(cli.app, ["--db", str(tmp_path / "demo.db"), "stats"])
     assert stats.exit_code == 0
     assert "│ queued      │     0 │" in stats.stdout and "│ claimed     │     0 │" in stats.stdout
+
+
+def test_the_demo_check_notices_a_decision_the_log_does_not_hold():
+    """The check is not vacuous: one decision too many in the tally is a mismatch."""
+    service = MailboxService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    try:
+        driver = Driver(service, make_plan(4, 7), workers=2, seed=7)
+        assert driver.run(Console(file=io.StringIO()), time_limit=30)
+        statuses, log = service.count_by_status(), log_counts(service)
+        assert [c for c in expectations(driver.tally, statuses, log) if c[1] != c[2]] == []
+        assert driver.tally["decisions"] >= 2 and log["RunSuspended"] >= 1
+        driver.tally.add("decisions")
+        wrong = [what for what, want, got in expectations(driver.tally, statuses, log) if want != got]
+        assert wrong == ["MailboxDecisionReceived = distinct decisions delivered"]
+    finally:
+        service.close()
 
 
 def test_demo_refuses_a_store_that_already_holds_events(runner, db):
