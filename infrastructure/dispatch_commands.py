@@ -206,7 +206,7 @@ class DispatchCommands(CommandBase):
         at = self._now(now)
 
         def body(uow: UnitOfWork) -> list[DispatchRecord]:
-            threads = list(dict.fromkeys(row.thread_id for row in self.tables.ready_dispatches(at, limit + 16)))
+            threads = [row.thread_id for row in self.tables.ready_threads(at, limit + 16)]
             if uow.attempt > 0 and len(threads) > limit:
                 # After a conflict, spread racing workers over the candidates instead of
                 # all retrying the same best one (no livelock: one of them always wins).

@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from infrastructure.service import MailboxService
+from tests.properties import _profiles  # noqa: F401  (registers the profiles for --hypothesis-profile anywhere)
 
 os.environ.setdefault("EVENTSOURCING_DISABLE_REDEFINITION_CHECK", "y")
 

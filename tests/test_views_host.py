@@ -126,6 +126,15 @@ def test_claim_next_takes_the_best_ready_dispatch_of_each_thread_at_most_once(se
     assert [d.run_id for d in service.claim_next(consumer_id="w", limit=10)] == ["c1"]
 
 
+def test_claim_next_spreads_over_threads_however_long_one_threads_queue_is(service):
+    """Z7: a thread with many ready dispatches does not hide the others."""
+    for i in range(20):
+        service.submit("long", f"long-{i}", priority=0)
+    service.submit("short", "short-0", priority=5)
+    claimed = service.claim_next(consumer_id="w", limit=2)
+    assert sorted(d.thread_id for d in claimed) == ["long", "short"]
+
+
 def test_claim_next_skips_threads_that_already_have_a_claim(service):
     service.submit("a", "a1")
     service.submit("a", "a2")

@@ -52,6 +52,12 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
         ready = [r for r in rows if r.status == "queued" and r.available_at <= now and r.thread_id not in busy]
         return sorted(ready, key=_queue_order)[:limit]
 
+    def ready_threads(self, now: int, limit: int) -> list[DispatchIndexRow]:
+        best: dict[str, DispatchIndexRow] = {}
+        for row in self.ready_dispatches(now, len(self._index)):
+            best.setdefault(row.thread_id, row)
+        return sorted(best.values(), key=_queue_order)[:limit]
+
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         rows = [r for r in self._rows() if r.status == "claimed" and r.lease_until is not None and r.lease_until < now]
         return sorted(rows, key=lambda r: (r.lease_until, r.dispatch_id))[:limit]

@@ -137,6 +137,17 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             "ORDER BY priority, created_at, dispatch_id LIMIT %s",
         )
 
+    def ready_threads(self, now: int, limit: int) -> list[DispatchIndexRow]:
+        """The best ready dispatch of each thread without a claim, best first."""
+        statement = SQL(
+            "SELECT " + INDEX_COLUMNS + " FROM (SELECT " + INDEX_COLUMNS + ", row_number() OVER "
+            "(PARTITION BY thread_id ORDER BY priority, created_at, dispatch_id) AS rank FROM {idx} q "
+            "WHERE q.status = 'queued' AND q.available_at <= %s AND NOT EXISTS "
+            "(SELECT 1 FROM {idx} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')) best "
+            "WHERE rank = 1 ORDER BY priority, created_at, dispatch_id LIMIT %s"
+        ).format(idx=self._idx)
+        return [DispatchIndexRow(**row) for row in self._select(statement, [now, limit])]
+
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         return self._index_rows(
             "status = 'claimed' AND lease_until < %s", [now, limit], "ORDER BY lease_until, dispatch_id LIMIT %s"

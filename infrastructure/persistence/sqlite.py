@@ -74,6 +74,18 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
             "ORDER BY priority, created_at, dispatch_id LIMIT ?",
         )
 
+    def ready_threads(self, now: int, limit: int) -> list[DispatchIndexRow]:
+        """The best ready dispatch of each thread without a claim, best first."""
+        rows = self._select(
+            f"SELECT {INDEX_COLUMNS} FROM (SELECT {INDEX_COLUMNS}, row_number() OVER "
+            "(PARTITION BY thread_id ORDER BY priority, created_at, dispatch_id) AS rank "
+            f"FROM {IDX} q WHERE q.status = 'queued' AND q.available_at <= ? AND NOT EXISTS "
+            f"(SELECT 1 FROM {IDX} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')) "
+            "WHERE rank = 1 ORDER BY priority, created_at, dispatch_id LIMIT ?",
+            [now, limit],
+        )
+        return [DispatchIndexRow(*tuple(row)) for row in rows]
+
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         return self._index_rows(
             "status = 'claimed' AND lease_until < ?", [now, limit], "ORDER BY lease_until, dispatch_id LIMIT ?"

@@ -1,0 +1,1 @@
+"""Property-based verification: a state machine over every command, and replay properties."""

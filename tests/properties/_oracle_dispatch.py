@@ -1,0 +1,318 @@
+"""The oracle for the dispatch commands: what each must do, predicted from the model before it runs.
+
+Each function takes the model, the clock's ``now`` and the command's arguments and returns an
+``Expect``. The rules are the spec's, written independently of the service code, and checked in
+the order the contract states them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.dispatch import DispatchRecord
+from domain.errors import (
+    ClaimTokenMismatch,
+    DedupeKeyConflict,
+    DispatchNotFound,
+    DispatchSuperseded,
+    DuplicateDispatch,
+    DuplicateRun,
+    InvalidArgument,
+    InvalidTransition,
+)
+from domain.values import RunStatus
+from tests.properties._expect import (
+    ACKED,
+    CANCELLED,
+    CLAIMED,
+    DEAD,
+    DONE,
+    FENCED,
+    INTERRUPTED_QUEUED,
+    LEASE_EXHAUSTED,
+    MAX_LEASE_MS,
+    QUEUED,
+    RECLAIMED_AFTER_INTERRUPT,
+    RUNNING,
+    SUPERSEDED,
+    WAITING,
+    Check,
+    Expect,
+    backoff,
+    is_id,
+    refuse,
+    returns,
+    run_ended,
+    same,
+    succeed,
+)
+from tests.properties._model import THREADS, Model
+
+
+def submit(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not all(is_id(kw[f]) for f in ("thread_id", "run_id", "agent_id")) or not (
+        0 <= kw["priority"] <= 255 and 1 <= kw["max_attempts"] <= 1000
+    ):
+        return refuse(InvalidArgument, "malformed argument")
+    if kw["run_id"] in m.runs:
+        return refuse(DuplicateRun, "run ids are never reused")
+    if kw["dispatch_id"] in m.dispatches:
+        return refuse(DuplicateDispatch, "dispatch ids are never reused (Z8)")
+    key, thread = kw["dedupe_key"], kw["thread_id"]
+    if key is not None and any(d.dedupe_key == key for d in m.open_on(thread)):
+        return refuse(DedupeKeyConflict, "an open dispatch of the thread holds the dedupe key (Z9)")
+    due = now if kw["available_at"] is None else kw["available_at"]
+
+    def then(record: DispatchRecord) -> None:
+        same(record, thread_id=thread, run_id=kw["run_id"], priority=kw["priority"], status=QUEUED)
+        same(record, dispatch_epoch=m.epoch_of(thread), available_at=due, attempt_count=0, created_at=now)
+        same(record, dedupe_key=key, max_attempts=kw["max_attempts"])
+        if kw["dispatch_id"] is not None:
+            same(record, dispatch_id=kw["dispatch_id"])
+        assert m.dispatches[record.dispatch_id] == record, "the returned record is the stored one"
+        same(m.runs[kw["run_id"]], status=RunStatus.CREATED, dispatch_id=record.dispatch_id, thread_id=thread)
+
+    return succeed(then)
+
+
+def _bad_lease(kw: dict[str, Any]) -> bool:
+    return not is_id(kw["consumer_id"]) or not 1 <= kw["lease_ms"] <= MAX_LEASE_MS
+
+
+def _claimed(m: Model, before: DispatchRecord, kw: dict[str, Any], now: int) -> Check:
+    def then(record: DispatchRecord | None) -> None:
+        assert record is not None, f"expected a claim of {before.dispatch_id}"
+        same(record, dispatch_id=before.dispatch_id, status=CLAIMED, claimed_by=kw["consumer_id"])
+        same(record, lease_until=now + kw["lease_ms"], attempt_count=before.attempt_count, updated_at=now)
+        assert record.claim_token, record
+        assert m.dispatches[record.dispatch_id] == record, "the returned record is the stored one"
+
+    return then
+
+
+def claim(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not is_id(kw["thread_id"]) or _bad_lease(kw):
+        return refuse(InvalidArgument, "malformed argument")
+    best = m.best_ready(kw["thread_id"], now)
+    if best is None:
+        return returns(None, "the thread is busy, empty or not yet due")
+    return succeed(_claimed(m, best, kw, now))
+
+
+def claim_next(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if _bad_lease(kw) or not 1 <= kw["limit"] <= 10_000:
+        return refuse(InvalidArgument, "malformed argument")
+    bests = [b for t in THREADS if (b := m.best_ready(t, now)) is not None]
+    picks = sorted(bests, key=lambda d: (d.priority, d.created_at, d.dispatch_id))[: kw["limit"]]
+
+    def then(records: list[DispatchRecord]) -> None:
+        got = [r.dispatch_id for r in records]
+        assert got == [p.dispatch_id for p in picks], f"claim_next took {got}, expected the best per thread {picks}"
+        for pick, record in zip(picks, records, strict=True):
+            _claimed(m, pick, kw, now)(record)
+
+    return succeed(then, writes=bool(picks))
+
+
+def claim_dispatch(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not is_id(kw["dispatch_id"]) or _bad_lease(kw):
+        return refuse(InvalidArgument, "malformed argument")
+    d = m.dispatches.get(kw["dispatch_id"])
+    if d is None:
+        return refuse(DispatchNotFound, "no such dispatch")
+    if d.status is not QUEUED:
+        return refuse(InvalidTransition, f"the dispatch is {d.status.value}, must be queued")
+    if m.claimed_on(d.thread_id) is not None:
+        return returns(None, "the thread has a claimed dispatch")
+    return succeed(_claimed(m, d, kw, now))
+
+
+def _superseded(m: Model, d: DispatchRecord, reason: str, now: int) -> Check:
+    was_done = m.runs[d.run_id].status is DONE
+
+    def then(_: Any) -> None:
+        record = m.dispatches[d.dispatch_id]
+        same(record, status=SUPERSEDED, last_error=reason, completed_at=now, claim_token=None, lease_until=None)
+        same(record, instance_id=None, run_status=None)
+        run_ended(m, d.run_id, was_done, "cancelled")
+
+    return then
+
+
+def owner_or_refusal(
+    m: Model, now: int, command: str, kw: dict[str, Any]
+) -> tuple[DispatchRecord | None, Expect | None]:
+    """The dispatch the owner addresses, or the refusal the owner's command gets."""
+    if not is_id(kw["dispatch_id"]) or not is_id(kw["claim_token"]):
+        return None, refuse(InvalidArgument, "malformed argument")
+    d = m.dispatches.get(kw["dispatch_id"])
+    if d is None:
+        return None, refuse(DispatchNotFound, "no such dispatch")
+    if d.status is not CLAIMED:
+        return d, refuse(InvalidTransition, f"the dispatch is {d.status.value}, must be claimed")
+    if d.claim_token != kw["claim_token"]:
+        return d, refuse(ClaimTokenMismatch, "the token does not own the dispatch")
+    if d.dispatch_epoch < m.epoch_of(d.thread_id):
+        return d, refuse(DispatchSuperseded, "an interrupt fenced the claim", _superseded(m, d, FENCED[command], now))
+    return d, None
+
+
+def extend_lease(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not 1 <= kw["lease_ms"] <= MAX_LEASE_MS:
+        return refuse(InvalidArgument, "malformed argument")
+    d, refusal = owner_or_refusal(m, now, "extend_lease", kw)
+    if refusal is None:
+        assert d is not None
+
+        def then(result: bool) -> None:
+            assert result is True
+            same(m.dispatches[d.dispatch_id], lease_until=now + kw["lease_ms"], status=CLAIMED)
+
+        return succeed(then)
+    if refusal.refusal == (DispatchSuperseded,):  # the fence answers False instead of raising
+        fenced = refusal.then
+        assert fenced is not None
+
+        def superseded(result: bool) -> None:
+            assert result is False, "a fenced lease extension returns False"
+            fenced(result)
+
+        return succeed(superseded, why="fenced")
+    if refusal.refusal in ((InvalidTransition,), (ClaimTokenMismatch,)):
+        return returns(False, "the token does not own the dispatch")
+    return refusal
+
+
+def record_start(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    d, refusal = owner_or_refusal(m, now, "record_start", kw)
+    if refusal is not None:
+        return refusal
+    assert d is not None
+    if m.runs[d.run_id].status is DONE:
+        return refuse(InvalidTransition, "the run is done")
+
+    def then(record: DispatchRecord) -> None:
+        instance = kw["instance_id"] or f"{d.dispatch_id}/{d.attempt_count + 1}"
+        same(record, status=CLAIMED, run_status=RUNNING, instance_id=instance)
+        same(m.runs[d.run_id], status=RUNNING, dispatch_id=d.dispatch_id)
+
+    return succeed(then)
+
+
+def ack(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    d, refusal = owner_or_refusal(m, now, "ack", kw)
+    if refusal is not None:
+        return refusal
+    assert d is not None
+    run_before = m.runs[d.run_id]
+
+    def then(record: DispatchRecord) -> None:
+        run_status = DONE if d.run_status is RUNNING else d.run_status
+        same(record, status=ACKED, completed_at=now, claim_token=None, lease_until=None, run_status=run_status)
+        if run_before.status is WAITING:
+            same(m.runs[d.run_id], status=WAITING)
+        else:
+            run_ended(m, d.run_id, run_before.status is DONE, "natural_end")
+
+    return succeed(then)
+
+
+def nack(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not kw["error"].strip() or (kw["retry_at"] is not None and kw["retry_at"] < 0):
+        return refuse(InvalidArgument, "malformed argument")
+    d, refusal = owner_or_refusal(m, now, "nack", kw)
+    if refusal is not None:
+        return refusal
+    assert d is not None
+    attempts, was_done = d.attempt_count + 1, m.runs[d.run_id].status is DONE
+
+    def then(record: DispatchRecord) -> None:
+        same(record, attempt_count=attempts, last_error=kw["error"], claim_token=None, instance_id=None)
+        if attempts >= d.max_attempts:
+            same(record, status=DEAD, completed_at=now)
+            run_ended(m, d.run_id, was_done, "error", kw["error"])
+        else:
+            due = kw["retry_at"] if kw["retry_at"] is not None else now + backoff(attempts)
+            same(record, status=QUEUED, available_at=due, completed_at=None)
+
+    return succeed(then)
+
+
+def dead_letter(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not kw["error"].strip():
+        return refuse(InvalidArgument, "malformed argument")
+    d, refusal = owner_or_refusal(m, now, "dead_letter", kw)
+    if refusal is not None:
+        return refusal
+    assert d is not None
+    was_done = m.runs[d.run_id].status is DONE
+
+    def then(record: DispatchRecord) -> None:
+        same(record, status=DEAD, attempt_count=d.attempt_count, last_error=kw["error"], completed_at=now)
+        same(record, claim_token=None, instance_id=None, run_status=None)
+        run_ended(m, d.run_id, was_done, "error", kw["error"])
+
+    return succeed(then)
+
+
+def cancel(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not is_id(kw["dispatch_id"]):
+        return refuse(InvalidArgument, "malformed argument")
+    d = m.dispatches.get(kw["dispatch_id"])
+    if d is None:
+        return refuse(DispatchNotFound, "no such dispatch")
+    if d.status is not QUEUED:
+        return refuse(InvalidTransition, f"the dispatch is {d.status.value}, only a queued one is cancelled")
+    was_done = m.runs[d.run_id].status is DONE
+
+    def then(record: DispatchRecord) -> None:
+        same(record, status=CANCELLED, completed_at=now)
+        run_ended(m, d.run_id, was_done, "cancelled")
+
+    return succeed(then)
+
+
+def interrupt(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    thread = kw["thread_id"]
+    if not is_id(thread):
+        return refuse(InvalidArgument, "malformed argument")
+    old, queued, active = m.epoch_of(thread), m.queued_on(thread), m.claimed_on(thread)
+    done = {d.dispatch_id: m.runs[d.run_id].status is DONE for d in queued}
+
+    def then(result: Any) -> None:
+        m.epochs[thread] = old + 1
+        same(result, new_dispatch_epoch=old + 1)
+        assert [r.dispatch_id for r in result.superseded] == [q.dispatch_id for q in queued], result
+        for q in queued:
+            same(m.dispatches[q.dispatch_id], status=SUPERSEDED, last_error=INTERRUPTED_QUEUED)
+            run_ended(m, q.run_id, done[q.dispatch_id], "cancelled")
+        if active is None:
+            assert result.active_dispatch is None, result
+        else:
+            same(result.active_dispatch, dispatch_id=active.dispatch_id, status=CLAIMED)
+
+    return succeed(then)
+
+
+def reclaim_expired_leases(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    if not 1 <= kw["limit"] <= 10_000:
+        return refuse(InvalidArgument, "malformed argument")
+    claimed = [d for d in m.dispatches.values() if d.status is CLAIMED and d.lease_until < now]  # type: ignore[operator]
+    expired = sorted(claimed, key=lambda d: (d.lease_until, d.dispatch_id))[: kw["limit"]]
+    fenced = {d.dispatch_id for d in expired if d.dispatch_epoch < m.epoch_of(d.thread_id)}
+    checks = [_superseded(m, d, RECLAIMED_AFTER_INTERRUPT, now) for d in expired if d.dispatch_id in fenced]
+
+    def then(records: list[DispatchRecord]) -> None:
+        assert [r.dispatch_id for r in records] == [d.dispatch_id for d in expired if d.dispatch_id not in fenced]
+        for check in checks:
+            check(None)
+        for d in expired:
+            if d.dispatch_id in fenced:
+                continue
+            record, attempts = m.dispatches[d.dispatch_id], d.attempt_count + 1
+            if attempts >= d.max_attempts:
+                same(record, status=DEAD, attempt_count=attempts, last_error=LEASE_EXHAUSTED, completed_at=now)
+            else:
+                same(record, status=QUEUED, attempt_count=attempts, available_at=now, last_error=d.last_error)
+
+    return succeed(then, writes=bool(expired))

@@ -1,0 +1,210 @@
+"""Subclasses of the mailbox machine that check the replay properties at every step or at the end.
+
+- ``RebuildMachine``: every view is built incrementally, one batch per command as it is written;
+  at the end a fresh store rebuilt from position 0 must equal it.
+- ``RedeliveryMachine``: every batch reaches a second set of views with every event twice, and
+  again together with the previous batch, both through the store and straight to the handlers.
+- ``ReissueMachine``: every command carries an idempotency key and is re-issued at once (same
+  arguments: the original result and no write; one argument changed: IdempotencyConflict).
+- ``TimeTravelMachine``: every aggregate's record after each command, by version, must be what
+  a read at that version gives at the end; every aggregate folded from its events equals the
+  live one (snapshots every 3 events, so the snapshot path is exercised).
+- ``CanonicalMachine``: the canonical export is the same bytes on every read, through a second
+  service on the same SQLite file, and from the canonical_feed view.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+from uuid import UUID
+
+from domain.dispatch import Dispatch
+from domain.ids import dispatch_aggregate_id, run_aggregate_id
+from domain.mailbox import ThreadMailbox
+from domain.model import DomainEvent
+from domain.run import Run
+from domain.thread_log import ThreadLog
+from infrastructure.service import MailboxService
+from projections import canonical_feed
+from projections.runner import ViewRunner
+from projections.schema import copy_row, matches, sort_rows
+from projections.stores.memory import MemoryViewStore
+from projections.view import BufferedTx, View, tables_of
+from projections.views import ALL_VIEWS
+from tests.properties import _backends
+from tests.properties._calls import digested, perturbed
+from tests.properties._oracle import conflict, returns
+from tests.properties._vocabulary import Refused
+from tests.properties.mailbox_machine import MailboxMachine
+
+Pair = tuple[int, DomainEvent]
+
+
+def log_reader(service: Any) -> Any:
+    def read_page(after: int, limit: int) -> list[Pair]:
+        notifications = service.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+        return [(n.id, service.mapper.to_domain_event(n)) for n in notifications]
+
+    return read_page
+
+
+def rebuilt(view: View, service: Any, batch_size: int) -> MemoryViewStore:
+    store = MemoryViewStore(view)
+    ViewRunner(store, log_reader(service), batch_size=batch_size).catch_up()
+    return store
+
+
+class HandlerStore:
+    """Rows of one view fed straight through its handler, with no position tracking: an event
+    delivered again reaches the handler again (the view must be idempotent on its own)."""
+
+    def __init__(self, view: View) -> None:
+        self.view = view
+        self.tables = tables_of(view)
+        self.rows: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in self.tables}
+
+    def deliver(self, batch: Sequence[Pair]) -> None:
+        tx = BufferedTx(
+            self.tables,
+            lambda t, key: self.rows[t.name].get(key),
+            lambda t, where: [r for r in self.rows[t.name].values() if matches(r, where)],
+        )
+        for position, event in batch:
+            self.view.handle(position, event, tx)
+        for name, rows in self.rows.items():
+            upserts, deletes = tx.writes(name)
+            for key in deletes:
+                rows.pop(key, None)
+            for row in upserts:
+                rows[self.tables[name].key_of(row)] = row
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: [copy_row(r) for r in sort_rows(t, self.rows[name].values())] for name, t in self.tables.items()}
+
+
+class RebuildMachine(MailboxMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.views = {view.name: MemoryViewStore(view) for view in ALL_VIEWS}
+
+    def after_command(self, command: str, kwargs: dict[str, Any], outcome: Any, key: str | None) -> None:
+        if self.observed.events:
+            for store in self.views.values():
+                store.apply(self.observed.events)
+
+    def at_end(self) -> None:
+        super().at_end()
+        for name, incremental in self.views.items():
+            replayed = rebuilt(incremental.view, self.service, batch_size=7)
+            assert replayed.position() == incremental.position() == self.model.position
+            assert replayed.snapshot() == incremental.snapshot(), f"view {name}: replayed from 0 differs"
+
+
+class RedeliveryMachine(MailboxMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.once = {view.name: MemoryViewStore(view) for view in ALL_VIEWS}
+        self.twice = {view.name: MemoryViewStore(view) for view in ALL_VIEWS}
+        self.handlers = {view.name: HandlerStore(view) for view in ALL_VIEWS}
+        self.previous: list[Pair] = []
+
+    def after_command(self, command: str, kwargs: dict[str, Any], outcome: Any, key: str | None) -> None:
+        batch = self.observed.events
+        if not batch:
+            return
+        doubled = [pair for event in batch for pair in (event, event)]
+        for name in self.once:
+            self.once[name].apply(batch)
+            self.twice[name].apply(doubled)
+            self.twice[name].apply(self.previous + batch)
+            self.handlers[name].deliver(doubled)
+            self.handlers[name].deliver(self.previous + batch)
+            expected = self.once[name].snapshot()
+            assert self.twice[name].snapshot() == expected, f"view {name}: a store delivered batches twice differs"
+            assert self.handlers[name].snapshot() == expected, f"view {name}: events handled twice change its rows"
+        self.previous = batch
+
+
+class ReissueMachine(MailboxMachine):
+    def wants_key(self, keyed: bool) -> bool:
+        return True
+
+    def after_command(self, command: str, kwargs: dict[str, Any], outcome: Any, key: str | None) -> None:
+        if key is None or isinstance(outcome, Refused):
+            return  # a re-issue itself, or a refusal (which records no key)
+        entry, observed = self.model.keyed[-1], self.observed
+        assert entry.key == key
+        self.execute(command, {**kwargs, "idempotency_key": key}, expect=returns(outcome, "the key's first result"))
+        for pick, name in enumerate(digested(entry)):
+            changed = {**perturbed(entry, pick), "idempotency_key": key}
+            self.execute(command, changed, expect=conflict(f"{name} changed"))
+        self.observed = observed
+
+    def at_end(self) -> None:
+        super().at_end()
+        for entry in self.model.keyed:  # later, in another state: still the first result
+            call = {**entry.kwargs, "idempotency_key": entry.key}
+            self.execute(entry.command, call, expect=returns(entry.result, "the key's first result"))
+
+
+class SnapshottingService(MailboxService):
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {ThreadMailbox: 3, Run: 3, ThreadLog: 3, Dispatch: 3}
+
+
+class TimeTravelMachine(MailboxMachine):
+    service_class = SnapshottingService
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[UUID, list[tuple[int, Any]]] = defaultdict(list)
+        self.names: dict[UUID, tuple[str, str]] = {}
+
+    def read(self, aggregate_id: UUID, version: int | None = None) -> Any:
+        """The record through the public query when there is one (dispatches, runs)."""
+        kind, ident = self.names.get(aggregate_id, ("other", ""))
+        if kind == "dispatch":
+            return self.service.get_dispatch(ident, version=version)
+        if kind == "run":
+            return self.service.get_run(ident, version=version)
+        return self.service.repository.get(aggregate_id, version=version).record
+
+    def after_command(self, command: str, kwargs: dict[str, Any], outcome: Any, key: str | None) -> None:
+        self.names.update({dispatch_aggregate_id(d): ("dispatch", d) for d in self.observed.dispatches})
+        self.names.update({run_aggregate_id(r): ("run", r) for r in self.observed.runs})
+        for aggregate_id, version in self.observed.versions.items():
+            self.history[aggregate_id].append((version, self.read(aggregate_id)))
+
+    def at_end(self) -> None:
+        super().at_end()
+        for aggregate_id, states in self.history.items():
+            for version, record in states:
+                then = self.read(aggregate_id, version)
+                assert then == record, f"{self.names.get(aggregate_id, aggregate_id)} at version {version}: {then}"
+            events: list[Any] = list(self.service.events.get(aggregate_id))
+            folded = functools.reduce(lambda a, e: e.mutate(a), events, None)
+            live: Any = self.service.repository.get(aggregate_id)
+            assert folded is not None and folded.version == live.version, aggregate_id
+            assert folded.record == live.record, f"{aggregate_id}: folded from its events differs from the live one"
+
+
+class CanonicalMachine(MailboxMachine):
+    backend = staticmethod(_backends.sqlite)
+
+    def export(self, service: Any) -> list[str]:
+        return [e.to_json_line() for e in service.canonical_events(limit=10_000)]
+
+    def at_end(self) -> None:
+        super().at_end()
+        assert self.model.position < 10_000, "the export below reads at most 10,000 entries"
+        first = self.export(self.service)
+        assert self.export(self.service) == first, "a second export differs"
+        again = MailboxService(env=self.service.env, clock=self.clock)
+        try:
+            assert self.export(again) == first, "another service on the same file exports other bytes"
+        finally:
+            again.close()
+        store = rebuilt(canonical_feed.VIEW, self.service, batch_size=50)
+        assert [e.to_json_line() for e in canonical_feed.feed(store, limit=10**6)] == first
