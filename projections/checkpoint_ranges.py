@@ -2,12 +2,18 @@
 gaps and overlaps between the ranges.
 
 Range rows are keyed by (thread_id, run_id, seq_start), so a re-applied checkpoint overwrites
-its own row. The thread row is recomputed from the thread's range rows (gaps, overlaps) and
-from ``max`` (high-water), so re-applying any event leaves it as it was.
+its own row. The thread row is a function of the set of the thread's ranges (gaps, overlaps,
+count, last end) and of ``max`` (high-water), so re-applying any event leaves it as it was.
+
+A checkpoint adds its range to the thread row without reading the thread's other ranges (the
+covered seqs up to ``checkpointed_through`` are the ones not in ``gaps``), so each event costs
+the same however many ranges the thread has. Only a range that replaces a different one under
+the same key, or that starts below seq 1, recomputes the row from all the thread's ranges.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from domain.model import DomainEvent
@@ -51,30 +57,84 @@ _THREADS = Table(
 )
 
 
+Span = tuple[int, int]  # inclusive (first, last)
+
+
+def _canonical(spans: Iterable[Span]) -> list[Span]:
+    """The same seqs as sorted, disjoint, non-adjacent spans (empty spans dropped)."""
+    out: list[Span] = []
+    for first, last in sorted(span for span in spans if span[0] <= span[1]):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
+def _without(first: int, last: int, spans: Sequence[Span]) -> list[Span]:
+    """The seqs from ``first`` to ``last`` that sorted ``spans`` do not cover."""
+    out: list[Span] = []
+    start = first
+    for a, b in spans:
+        if a > last:
+            break
+        if a > start:
+            out.append((start, a - 1))
+        start = max(start, b + 1)
+    if start <= last:
+        out.append((start, last))
+    return out
+
+
+def _stored(spans: list[Span]) -> list[dict[str, int]]:
+    return [{"first": a, "last": b} for a, b in spans]
+
+
+def _read(spans: list[dict[str, int]]) -> list[Span]:
+    return [(s["first"], s["last"]) for s in spans]
+
+
 def _spans(ranges: list[dict[str, Any]]) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
     """Holes (seqs from 1 up to the last range's end that no range covers) and overlaps
     (seqs covered by more than one range), each as sorted inclusive {first, last} spans."""
-    gaps: list[dict[str, int]] = []
-    overlaps: list[dict[str, int]] = []
-    next_free = 1  # the lowest seq not yet covered by the ranges seen so far
-    for row in sorted(ranges, key=lambda r: (r["seq_start"], r["seq_end"])):
-        start, end = row["seq_start"], row["seq_end"]
-        if start > next_free:
-            gaps.append({"first": next_free, "last": start - 1})
-        elif start < next_free:
-            overlaps.append({"first": start, "last": min(end, next_free - 1)})
-        next_free = max(next_free, end + 1)
-    return gaps, _merged(overlaps)
+    covered: list[Span] = []
+    overlaps: list[Span] = []
+    reach: int | None = None  # the highest seq the ranges seen so far cover
+    for start, end in sorted((r["seq_start"], r["seq_end"]) for r in ranges):
+        if end < start:
+            continue
+        if reach is not None and start <= reach:  # sorted by start: the earlier ranges cover start..reach
+            overlaps.append((start, min(end, reach)))
+        reach = end if reach is None else max(reach, end)
+        covered.append((start, end))
+    through = max(r["seq_end"] for r in ranges)
+    return _stored(_without(1, through, _canonical(covered))), _stored(_canonical(overlaps))
 
 
-def _merged(spans: list[dict[str, int]]) -> list[dict[str, int]]:
-    merged: list[dict[str, int]] = []
-    for span in sorted(spans, key=lambda s: (s["first"], s["last"])):
-        if merged and span["first"] <= merged[-1]["last"] + 1:
-            merged[-1]["last"] = max(merged[-1]["last"], span["last"])
-        else:
-            merged.append(dict(span))
-    return merged
+def _add_range(row: dict[str, Any], start: int, end: int) -> None:
+    """The thread row with one more range ``start``..``end`` (``start`` >= 1), from the row alone."""
+    through = row["checkpointed_through"]
+    covered = _without(1, through, _read(row["gaps"]))  # no range covers a seq above ``through``
+    overlaps = _read(row["overlaps"])
+    if start <= end:
+        overlaps = _canonical(
+            [*overlaps, *((max(a, start), min(b, end)) for a, b in covered if a <= end and b >= start)]
+        )
+        covered = _canonical([*covered, (start, end)])
+    through = end if row["range_count"] == 0 else max(through, end)
+    gaps = _without(1, through, covered)
+    row.update(
+        checkpointed_through=through,
+        range_count=row["range_count"] + 1,
+        gaps=_stored(gaps),
+        overlaps=_stored(overlaps),
+        has_gaps=bool(gaps),
+        has_overlaps=bool(overlaps),
+    )
+
+
+def _range_key(event: Run.ThreadMessagesCheckpointed) -> tuple[str, str, int]:
+    return (event.thread_id, event.run_id, event.message_seq_start)
 
 
 def _thread_row(tx: ViewTx, thread_id: str) -> dict[str, Any]:
@@ -97,6 +157,19 @@ class CheckpointRangesView:
     name: str = "checkpoint_ranges"
     tables: tuple[Table, ...] = (_RANGES, _THREADS)
 
+    def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
+        """The rows ``handle`` reads: the thread row of every message and checkpoint, and the range
+        row a checkpoint writes (to tell a new range from one applied already)."""
+        threads: set[tuple[Any, ...]] = set()
+        ranges: set[tuple[Any, ...]] = set()
+        for _, event in batch:
+            if isinstance(event, ThreadMessage.MessageCommitted):
+                threads.add((event.message.thread_id,))
+            elif isinstance(event, Run.ThreadMessagesCheckpointed):
+                threads.add((event.thread_id,))
+                ranges.add(_range_key(event))
+        return {THREADS: threads, RANGES: ranges}
+
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
         if isinstance(event, ThreadMessage.MessageCommitted):
             message = event.message
@@ -104,6 +177,7 @@ class CheckpointRangesView:
             row["high_water"] = max(row["high_water"], message.message_seq)
             tx.upsert(THREADS, row)
         elif isinstance(event, Run.ThreadMessagesCheckpointed):
+            before = tx.get(RANGES, _range_key(event))
             tx.upsert(
                 RANGES,
                 {
@@ -117,7 +191,15 @@ class CheckpointRangesView:
                     "position": position,
                 },
             )
-            self._summarise(tx, event.thread_id)
+            start, end = event.message_seq_start, event.message_seq_end
+            if before is not None and before["seq_end"] == end:
+                return  # the same range again: the thread row counts it already
+            if before is not None or start < 1:  # a range replaced, or seqs below 1 (which ``gaps`` does not map)
+                self._summarise(tx, event.thread_id)
+                return
+            row = _thread_row(tx, event.thread_id)
+            _add_range(row, start, end)
+            tx.upsert(THREADS, row)
 
     @staticmethod
     def _summarise(tx: ViewTx, thread_id: str) -> None:

@@ -7,6 +7,7 @@ overwrites a newer one, so re-applying any event (or a whole batch) changes noth
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from domain.dispatch import Dispatch
@@ -45,6 +46,10 @@ _TABLE = Table(
 class DispatchQueueView:
     name: str = "dispatch_queue"
     tables: tuple[Table, ...] = (_TABLE,)
+
+    def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
+        """The rows ``handle`` reads: each dispatch's row."""
+        return {TABLE: {(e.dispatch.dispatch_id,) for _, e in batch if isinstance(e, Dispatch.Event)}}
 
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
         if not isinstance(event, Dispatch.Event):

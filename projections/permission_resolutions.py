@@ -12,6 +12,7 @@ never turns ``approved`` back into ``resolved``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from domain.model import DomainEvent
@@ -62,6 +63,18 @@ def _decided(event: Run.MailboxDecisionReceived | Run.ToolPermissionResolved, st
 class PermissionResolutionsView:
     name: str = "permission_resolutions"
     tables: tuple[Table, ...] = (_TABLE,)
+
+    def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
+        """The rows ``handle`` reads: requested and decided tickets, and every ticket of a run that ends."""
+        keys: set[tuple[Any, ...]] = set()
+        for _, event in batch:
+            if isinstance(event, Run.RunSuspended):
+                keys.update((event.run_id, ticket.tool_call_id) for ticket in event.tickets)
+            elif isinstance(event, (Run.MailboxDecisionReceived, Run.ToolPermissionResolved)):
+                keys.add((event.run_id, event.tool_call_id))
+            elif isinstance(event, (Run.RunFinished, Run.RunErrored)):
+                keys.add((event.run_id,))  # a key prefix: all the run's tickets (``rows`` by run_id)
+        return {TABLE: keys}
 
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
         if isinstance(event, Run.RunSuspended):

@@ -8,6 +8,7 @@ a guard of their own (``dispatch_position``), so re-applying any event changes n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from domain.dispatch import Dispatch
@@ -80,6 +81,16 @@ def _changes(event: Run.Event, row: dict[str, Any]) -> dict[str, Any] | None:
 class RunStatusView:
     name: str = "run_status"
     tables: tuple[Table, ...] = (_TABLE,)
+
+    def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
+        """The rows ``handle`` reads: the run's row for every run event and every dispatch event."""
+        runs: set[tuple[Any, ...]] = set()
+        for _, event in batch:
+            if isinstance(event, Dispatch.Event):
+                runs.add((event.dispatch.run_id,))
+            elif isinstance(event, Run.Event):
+                runs.add((event.run_id,))
+        return {TABLE: runs}
 
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
         if isinstance(event, Dispatch.Event):

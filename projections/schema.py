@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
@@ -35,6 +35,12 @@ class Table:
     columns: tuple[Column, ...]
     key: tuple[str, ...]  # primary key columns
     indexes: tuple[tuple[str, ...], ...] = ()
+    # Derived once (rows are normalised per write, so these are read very often).
+    column_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    json_columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
+    _plan: tuple[tuple[str, type | None, Column], ...] = field(init=False, repr=False, compare=False)
+    _key_plan: tuple[tuple[type, Column], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -44,33 +50,68 @@ class Table:
             unknown = [c for c in cols if c not in names]
             if unknown or not cols:
                 raise ValueError(f"table {self.name!r}: key or index {cols!r} names unknown columns {unknown}")
+        by_name = {c.name: c for c in self.columns}
         for name in self.key:
-            if self.column(name).type == "json":
+            if by_name[name].type == "json":
                 raise ValueError(f"table {self.name!r}: key column {name!r} cannot be json")
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
+        derived = {
+            "column_names": tuple(names),
+            "json_columns": tuple(c.name for c in self.columns if c.type == "json"),
+            "_by_name": by_name,
+            # (name, the exact type a value already in store form has, column); json is always checked
+            "_plan": tuple((c.name, _EXACT.get(c.type), c) for c in self.columns),
+            "_key_plan": tuple((_EXACT[by_name[n].type], by_name[n]) for n in self.key),
+        }
+        for attr, value in derived.items():
+            object.__setattr__(self, attr, value)
 
     def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise ValueError(f"table {self.name!r} has no column {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ValueError(f"table {self.name!r} has no column {name!r}") from None
 
     def normalise(self, row: Mapping[str, Any]) -> Row:
         """The row as every store holds it; refuses missing, unknown or ill-typed values."""
-        missing = [n for n in self.column_names if n not in row]
-        extra = [n for n in row if n not in self.column_names]
-        if missing or extra:
+        if len(row) != len(self._plan) or not self._by_name.keys() >= row.keys():
+            missing = [n for n in self.column_names if n not in row]
+            extra = [n for n in row if n not in self._by_name]
             raise ValueError(f"row for {self.name!r}: missing columns {missing}, unknown columns {extra}")
-        return {c.name: normalise_value(self.name, c, row[c.name]) for c in self.columns}
+        out: Row = {}
+        for name, exact, column in self._plan:
+            value = row[name]
+            out[name] = value if type(value) is exact else normalise_value(self.name, column, value)
+        return out
 
     def normalise_key(self, key: Sequence[Any]) -> Key:
         key = tuple(key)
-        if len(key) != len(self.key):
+        if len(key) != len(self._key_plan):
             raise ValueError(f"key for {self.name!r} needs {len(self.key)} values {self.key}, got {key!r}")
-        return tuple(normalise_value(self.name, self.column(n), v) for n, v in zip(self.key, key, strict=True))
+        return self._normalise_prefix(key)
+
+    def normalise_prefix(self, prefix: Sequence[Any]) -> Key:
+        """The first ``len(prefix)`` key values, normalised (a whole key is a prefix too)."""
+        prefix = tuple(prefix)
+        if not 0 < len(prefix) <= len(self._key_plan):
+            raise ValueError(f"key prefix for {self.name!r} takes 1 to {len(self.key)} of {self.key}, got {prefix!r}")
+        return self._normalise_prefix(prefix)
+
+    def _normalise_prefix(self, values: Key) -> Key:
+        for value, (exact, _) in zip(values, self._key_plan, strict=False):
+            if type(value) is not exact:
+                break
+        else:
+            return values
+        return tuple(normalise_value(self.name, c, v) for v, (_, c) in zip(values, self._key_plan, strict=False))
+
+    def copy(self, row: Row) -> Row:
+        """A copy of a stored row the caller may change (JSON values included)."""
+        out = dict(row)
+        for name in self.json_columns:
+            value = out[name]
+            if isinstance(value, dict | list):
+                out[name] = json_value(value)
+        return out
 
     def normalise_where(self, where: Mapping[str, Any] | None) -> Row:
         """An equality filter; ``None`` matches NULL. JSON columns cannot be filtered on."""
@@ -98,6 +139,9 @@ class Table:
         return out
 
 
+_EXACT: dict[str, type] = {"text": str, "int": int, "bool": bool}
+
+
 def normalise_value(table: str, column: Column, value: Any) -> Any:
     if value is None:
         if not column.nullable:
@@ -107,7 +151,7 @@ def normalise_value(table: str, column: Column, value: Any) -> Any:
         value = value.value
     kind = column.type
     if kind == "json":
-        return json.loads(json.dumps(value, allow_nan=False))
+        return json_value(value)
     ok = {
         "text": isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -118,13 +162,45 @@ def normalise_value(table: str, column: Column, value: Any) -> Any:
     return str(value) if kind == "text" else int(value) if kind == "int" else bool(value)
 
 
+class _NotNative(Exception):
+    pass
+
+
+def _native(value: Any) -> Any:
+    """A copy of a value made of JSON types only (str keys, finite floats), else ``_NotNative``."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotNative
+            out[k] = _native(v)
+        return out
+    if kind is list or kind is tuple:
+        return [_native(v) for v in value]
+    if kind is float and value - value == 0:  # finite
+        return value
+    raise _NotNative
+
+
+def json_value(value: Any) -> Any:
+    """What a JSON round trip gives for ``value`` (tuples become lists, enums their values; NaN is refused),
+    as a fresh copy; values already made of JSON types are copied without serialising them."""
+    try:
+        return _native(value)
+    except (_NotNative, RecursionError):  # the round trip names the problem (or converts the value)
+        return json.loads(json.dumps(value, allow_nan=False))
+
+
 def matches(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
     return all(row[name] == value for name, value in where.items())
 
 
 def copy_row(row: Mapping[str, Any]) -> Row:
     """A copy the caller may change without touching the stored row (JSON values included)."""
-    return {k: json.loads(json.dumps(v)) if isinstance(v, dict | list) else v for k, v in row.items()}
+    return {k: json_value(v) if isinstance(v, dict | list) else v for k, v in row.items()}
 
 
 def sort_rows(table: Table, rows: Iterable[Row], order_by: Sequence[str] = ()) -> list[Row]:

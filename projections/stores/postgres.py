@@ -1,8 +1,9 @@
 """A view store in Postgres: tables ``<schema>.<prefix>_<table>`` and ``<prefix>_view_tracking``.
 
 ``apply`` is one transaction: it locks the view's tracking row (``SELECT ... FOR UPDATE``, so
-concurrent runners serialise), skips the positions already applied, writes the batch's rows
-and the new position together. Columns are typed (text ``COLLATE "C"``, bigint, boolean,
+concurrent runners serialise), skips the positions already applied, loads the rows the view
+prefetches (one query per table), runs the handlers, writes the batch's rows (many at once
+through COPY) and the new position together. Columns are typed (text ``COLLATE "C"``, bigint, boolean,
 jsonb) so ordering matches the other stores. A rebuild fills ``<prefix>_<table>__rebuild``;
 ``swap_in`` drops the live tables and renames the scratch ones (with their key and indexes)
 in one transaction, so a reader sees the old view or the new one, never half of either.
@@ -10,34 +11,121 @@ in one transaction, so a reader sees the old view or the new one, never half of 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from psycopg import Connection, Cursor
 from psycopg.conninfo import make_conninfo
+from psycopg.errors import UniqueViolation
 from psycopg.rows import TupleRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier, Literal
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+from pydantic_core import to_json
 
 from domain.model import DomainEvent
-from projections.schema import Column, Key, Row, Table, copy_row, sort_rows
-from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, tables_of
+from projections.schema import Key, Row, Table, sort_rows
+from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
 SCRATCH = "__rebuild"
 MAX_IDENTIFIER = 63
 _TRACK = "INSERT INTO {} (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING"
 _MOVE = "UPDATE {} SET position = %s WHERE view = %s"
 _TYPES = {"text": 'text COLLATE "C"', "int": "bigint", "bool": "boolean", "json": "jsonb"}
+_ARRAYS = {"text": "text[]", "int": "bigint[]", "bool": "boolean[]"}
+SMALL = 32  # up to this many rows are upserted with executemany; more go through COPY
 
 
 def _idents(names: Sequence[str]) -> Composable:
     return SQL(", ").join(map(Identifier, names))
 
 
-def _encode(column: Column, value: Any) -> Any:
-    return Jsonb(value) if column.type == "json" and value is not None else value
+def _element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array(values: Sequence[Any]) -> str:
+    """An array literal (psycopg's list adapter inspects every element; this is several times cheaper)."""
+    return "{" + ",".join(map(_element, values)) + "}"
+
+
+class _Statements:
+    """One table's statements, rendered once per store (composing SQL per call costs more than running it).
+
+    Rows are written as lists in column order with JSON values as text (cast to jsonb by the
+    statement or parsed by COPY), dumped once per value. A few rows are upserted with executemany.
+    Many go through COPY: straight into the table when the batch read the key and found no row (a
+    plain insert cannot collide) or did not read it (tried in a savepoint: a key that has a row
+    fails it), else into a temporary staging table merged with one ``INSERT ... ON CONFLICT``.
+    """
+
+    def __init__(self, t: Table, table: Composable, cur: Cursor[TupleRow]) -> None:
+        def render(sql: Composable) -> str:
+            return sql.as_string(cur)
+
+        self.json = tuple(i for i, c in enumerate(t.columns) if c.type == "json")
+        cols = _idents(t.column_names)
+        self.select = render(SQL("SELECT {} FROM {}").format(cols, table))
+        self.by_key = self.select + render(
+            SQL(" WHERE ") + SQL(" AND ").join(SQL("{} = %s").format(Identifier(n)) for n in t.key)
+        )
+        # One index probe per key prefix, whatever the planner guesses about a table without statistics
+        # (a rebuild's tables have none): ``OFFSET 0`` keeps the lateral subquery from becoming a join
+        # the planner may run as a scan of the whole table.
+        self.by_prefix: dict[int, str] = {}
+        for n in range(1, len(t.key) + 1):
+            key = t.key[:n]
+            arrays = SQL(", ").join(SQL("%s::" + _ARRAYS[t.column(k).type]) for k in key)
+            probes = [Identifier(f"k{i}") for i in range(n)]
+            match = SQL(" AND ").join(
+                SQL("_row.{} = _keys.{}").format(Identifier(k), probe) for k, probe in zip(key, probes, strict=True)
+            )
+            self.by_prefix[n] = render(
+                SQL(
+                    "SELECT _found.* FROM unnest({}) AS _keys({}) CROSS JOIN LATERAL "
+                    "(SELECT {} FROM {} AS _row WHERE {} OFFSET 0) AS _found"
+                ).format(arrays, SQL(", ").join(probes), cols, table, match)
+            )
+        rest = [n for n in t.column_names if n not in t.key]
+        action = (
+            SQL("DO UPDATE SET ") + SQL(", ").join(SQL("{0} = EXCLUDED.{0}").format(Identifier(n)) for n in rest)
+            if rest
+            else SQL("DO NOTHING")
+        )
+        conflict = SQL("ON CONFLICT ({}) {}").format(_idents(t.key), action)
+        marks = SQL(", ").join(SQL("%s::jsonb" if c.type == "json" else "%s") for c in t.columns)
+        self.upsert = render(SQL("INSERT INTO {} ({}) VALUES ({}) {}").format(table, cols, marks, conflict))
+        self.delete = render(
+            SQL("DELETE FROM {} WHERE {}").format(
+                table, SQL(" AND ").join(SQL("{} = %s").format(Identifier(n)) for n in t.key)
+            )
+        )
+        self.copy = render(SQL("COPY {} ({}) FROM STDIN").format(table, cols))
+        # The staging table lives in the connection's temporary schema, named after the table and its shape.
+        defs = [SQL("{} " + _TYPES[c.type]).format(Identifier(c.name)) for c in t.columns]
+        shape = render(table) + "|" + render(SQL(", ").join(defs))
+        stage = SQL("pg_temp.{}").format(Identifier("view_stage_" + hashlib.sha1(shape.encode()).hexdigest()[:24]))
+        self.stage = render(
+            SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+                stage, SQL(", ").join(defs)
+            )
+        )
+        self.copy_stage = render(SQL("COPY {} ({}) FROM STDIN").format(stage, cols))
+        self.merge = render(SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(table, cols, cols, stage, conflict))
+
+    def encode(self, t: Table, row: Row) -> list[Any]:
+        values = [row[n] for n in t.column_names]
+        for i in self.json:
+            if values[i] is not None:
+                values[i] = to_json(values[i]).decode()
+        return values
 
 
 class PostgresViewStore:
@@ -72,6 +160,7 @@ class PostgresViewStore:
             self._ident(f"{prefix}_{t.name}{SCRATCH}__i{len(t.indexes)}")
         with self._transaction() as cur:
             self._create(cur)
+            self._sql = {n: _Statements(t, self._ident(self._name(n)), cur) for n, t in self._tables.items()}
 
     def _ident(self, name: str) -> Composable:
         if len(name.encode()) > MAX_IDENTIFIER:
@@ -150,14 +239,17 @@ class PostgresViewStore:
             SQL("{} DESC NULLS LAST" if desc else "{} ASC NULLS FIRST").format(Identifier(n))
             for n, desc in t.order_columns(order_by)
         ]
-        sql = SQL("SELECT {} FROM {}{} ORDER BY {}{}").format(
-            _idents(t.column_names),
-            self._ident(self._name(t.name)),
+        sql = SQL(self._sql[t.name].select) + SQL("{} ORDER BY {}{}").format(
             SQL(" WHERE ") + SQL(" AND ").join(conds) if conds else SQL(""),
             SQL(", ").join(order),
             SQL(" LIMIT {}").format(Literal(int(limit))) if limit is not None else SQL(""),
         )
-        return [dict(zip(t.column_names, r, strict=True)) for r in cur.execute(sql, params)]
+        return self._rows(t, cur.execute(sql, params))
+
+    @staticmethod
+    def _rows(t: Table, found: Cursor[TupleRow]) -> list[Row]:
+        names = t.column_names
+        return [dict(zip(names, r, strict=True)) for r in found]
 
     def select(
         self,
@@ -186,38 +278,61 @@ class PostgresViewStore:
             fresh = fresh_part(batch, tracked)
             if not fresh:
                 return 0
+            cur.execute("SET LOCAL jit = off")  # short queries with guessed (often large) costs: never worth it
             tx = BufferedTx(self._tables, lambda t, k: self._load(cur, t, k), lambda t, w: self._query(cur, t, w))
+            prefetch(self.view, fresh, tx, lambda t, n, keys: self._load_many(cur, t, n, keys))
             for position, event in fresh:
                 self.view.handle(position, event, tx)
             for t in self._tables.values():
-                self._write(cur, t, *tx.writes(t.name))
+                self._write(cur, t, tx)
             cur.execute(SQL(_MOVE).format(self._tracking), [fresh[-1][0], self._slot()])
             return len(fresh)
 
     def _load(self, cur: Cursor[TupleRow], t: Table, key: Key) -> Row | None:
-        rows = self._query(cur, t, dict(zip(t.key, key, strict=True)))
-        return copy_row(rows[0]) if rows else None
+        rows = self._rows(t, cur.execute(self._sql[t.name].by_key, list(key)))
+        return rows[0] if rows else None
 
-    def _write(self, cur: Cursor[TupleRow], t: Table, upserts: list[Row], deletes: list[Key]) -> None:
-        name = self._ident(self._name(t.name))
+    def _load_many(self, cur: Cursor[TupleRow], t: Table, length: int, prefixes: list[Key]) -> list[Row]:
+        """Every row whose key starts with one of ``prefixes`` (each ``length`` values long), in one query."""
+        if not prefixes:
+            return []
+        columns = [_array(values) for values in zip(*prefixes, strict=True)]
+        return self._rows(t, cur.execute(self._sql[t.name].by_prefix[length], columns))
+
+    def _write(self, cur: Cursor[TupleRow], t: Table, tx: BufferedTx) -> None:
+        upserts, deletes = tx.writes(t.name)
+        sql = self._sql[t.name]
         if deletes:
-            where = SQL(" AND ").join(SQL("{} = %s").format(Identifier(n)) for n in t.key)
-            cur.executemany(SQL("DELETE FROM {} WHERE {}").format(name, where), deletes)
-        if upserts:
-            rest = [n for n in t.column_names if n not in t.key]
-            action = (
-                SQL("DO UPDATE SET ") + SQL(", ").join(SQL("{0} = EXCLUDED.{0}").format(Identifier(n)) for n in rest)
-                if rest
-                else SQL("DO NOTHING")
-            )
-            sql = SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-                name,
-                _idents(t.column_names),
-                SQL(", ").join(SQL("%s") for _ in t.columns),
-                _idents(t.key),
-                action,
-            )
-            cur.executemany(sql, [[_encode(c, row[c.name]) for c in t.columns] for row in upserts])
+            cur.executemany(sql.delete, deletes)
+        # By what this batch read of the committed rows: True = the key has a row, False = none, None = unread.
+        by_state: dict[bool | None, list[Row]] = {True: [], False: [], None: []}
+        if len(upserts) > SMALL:
+            for row in upserts:
+                by_state[tx.exists(t.name, t.key_of(row))].append(row)
+        else:
+            by_state[True] = upserts
+        few = [row for rows in by_state.values() if len(rows) <= SMALL for row in rows]
+        if few:
+            cur.executemany(sql.upsert, [sql.encode(t, row) for row in few])
+        merge = by_state[True] if len(by_state[True]) > SMALL else []
+        if len(by_state[False]) > SMALL:  # a plain insert cannot collide
+            self._copy(cur, sql.copy, [sql.encode(t, row) for row in by_state[False]])
+        if len(by_state[None]) > SMALL:  # most likely new (handlers read what they update): try a plain insert
+            try:
+                with cur.connection.transaction():
+                    self._copy(cur, sql.copy, [sql.encode(t, row) for row in by_state[None]])
+            except UniqueViolation:
+                merge = merge + by_state[None]
+        if merge:
+            cur.execute(sql.stage)
+            self._copy(cur, sql.copy_stage, [sql.encode(t, row) for row in merge])
+            cur.execute(sql.merge)
+
+    @staticmethod
+    def _copy(cur: Cursor[TupleRow], statement: str, rows: list[list[Any]]) -> None:
+        with cur.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     # ------------------------------------------------------------------ rebuild
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from domain.model import DomainEvent
-from projections.schema import Column, Key, Row, Table, copy_row, sort_rows
-from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, tables_of
+from projections.schema import Column, Key, Row, Table, sort_rows
+from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
 SCRATCH = "__rebuild"
+MAX_PARAMS = 900  # bound parameters per statement (older SQLite builds allow 999)
 _TYPES = {"text": "TEXT", "int": "INTEGER", "bool": "INTEGER", "json": "TEXT"}
 
 
@@ -159,6 +160,7 @@ class SQLiteViewStore:
             if not fresh:
                 return 0
             tx = BufferedTx(self._tables, lambda t, k: self._load(c, t, k), lambda t, w: self._query(c, t, w))
+            prefetch(self.view, fresh, tx, lambda t, n, keys: self._load_many(c, t, n, keys))
             for position, event in fresh:
                 self.view.handle(position, event, tx)
             for t in self._tables.values():
@@ -169,7 +171,23 @@ class SQLiteViewStore:
 
     def _load(self, c: sqlite3.Connection, t: Table, key: Key) -> Row | None:
         rows = self._query(c, t, dict(zip(t.key, key, strict=True)))
-        return copy_row(rows[0]) if rows else None
+        return rows[0] if rows else None
+
+    def _load_many(self, c: sqlite3.Connection, t: Table, length: int, prefixes: list[Key]) -> list[Row]:
+        """Every row whose key starts with one of ``prefixes`` (each ``length`` values long)."""
+        cols = ", ".join(f"t.{_q(n)}" for n in t.column_names)
+        # A join on the key (SQLite scans the whole table for a row-value ``IN``; it searches the key for a join).
+        on = " AND ".join(f"t.{_q(n)} = v.column{i}" for i, n in enumerate(t.key[:length], start=1))
+        columns = [t.column(n) for n in t.key[:length]]
+        step = max(1, MAX_PARAMS // length)
+        found: list[Row] = []
+        for start in range(0, len(prefixes), step):
+            chunk = prefixes[start : start + step]
+            marks = ", ".join(["(" + ", ".join("?" * length) + ")"] * len(chunk))
+            params = [_encode(col, v) for prefix in chunk for col, v in zip(columns, prefix, strict=True)]
+            sql = f"SELECT {cols} FROM (VALUES {marks}) AS v JOIN {_q(self._name(t.name))} AS t ON {on}"
+            found += [_decode(t, r) for r in c.execute(sql, params)]
+        return found
 
     def _write(self, c: sqlite3.Connection, t: Table, upserts: list[Row], deletes: list[Key]) -> None:
         name = _q(self._name(t.name))
