@@ -227,7 +227,7 @@ def stats(ctx: typer.Context) -> None:
 
 @app.command()
 def thread(ctx: typer.Context, thread_id: Annotated[str, typer.Argument(help="The thread's id.")]) -> None:
-    """A thread's dispatches, in claim order."""
+    """A thread's dispatches in claim order, and its runs with their checkpointed message ranges."""
     with opened(ctx) as service:
         dispatches = service.list_dispatches(thread_id)
         if not dispatches:
@@ -249,7 +249,17 @@ def thread(ctx: typer.Context, thread_id: Annotated[str, typer.Argument(help="Th
                 f"{d.attempt_count}/{d.max_attempts}",
                 d.last_error or "",
             )
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        runs = Table(title="runs", box=box.SIMPLE_HEAD)
+        for column in ("run", "agent", "status", "termination", "checkpointed seqs", "decisions"):
+            runs.add_column(column, overflow="fold")
+        for run_id in dict.fromkeys(d.run_id for d in dispatches):
+            run = service.get_run(run_id)
+            spans = ", ".join(f"{r.first}-{r.last}" for r in run.checkpoints)
+            termination = run.termination.type if run.termination else ""
+            runs.add_row(run.run_id, run.agent_id, run.status.value, termination, spans, str(len(run.decisions)))
+        console.print(runs)
 
 
 # The view commands (rebuild, verify, pending, queue) register themselves on ``app``.
