@@ -1,19 +1,16 @@
 """A dispatch from submit to a terminal state, through the service on every backend (spec A)."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
 from domain import (
     ClaimTokenMismatch,
     DispatchNotFound,
-    DispatchRecord,
     DispatchStatus,
     InvalidTransition,
     RunStatus,
     TerminationReason,
 )
+from tests.helpers import assert_claim_cleared, store_unchanged
 
 
 def submit_and_claim(service, thread_id="thread-1", run_id="run-1", *, lease_ms=30_000, now=None, **submit):
@@ -22,19 +19,6 @@ def submit_and_claim(service, thread_id="thread-1", run_id="run-1", *, lease_ms=
     claimed = service.claim(thread_id, consumer_id="consumer-1", lease_ms=lease_ms, now=now)
     assert claimed is not None and claimed.dispatch_id == queued.dispatch_id
     return claimed
-
-
-@contextmanager
-def store_unchanged(service, dispatch_id: str) -> Iterator[None]:
-    """The block's refused command writes nothing: same log head, same record."""
-    head, record = service.recorder.max_notification_id(), service.get_dispatch(dispatch_id)
-    yield
-    assert service.recorder.max_notification_id() == head
-    assert service.get_dispatch(dispatch_id) == record
-
-
-def assert_claim_cleared(record: DispatchRecord) -> None:
-    assert (record.claim_token, record.claimed_by, record.lease_until) == (None, None, None)
 
 
 # ---------------------------------------------------------------- submit

@@ -1,11 +1,9 @@
 """Leases, expiry, reclaim, nack with backoff and dead letters, on every backend (spec C)."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 
 from domain import ClaimTokenMismatch, DispatchRecord, DispatchStatus, RunStatus, TerminationReason
+from tests.helpers import assert_claim_cleared, store_unchanged
 
 EXHAUSTED = "lease expired; max attempts reached"
 
@@ -22,19 +20,6 @@ def claim_again(service, *, now, consumer_id="consumer-b", lease_ms=30_000) -> D
     claimed = service.claim("thread-1", consumer_id=consumer_id, lease_ms=lease_ms, now=now)
     assert claimed is not None
     return claimed
-
-
-@contextmanager
-def store_unchanged(service, dispatch_id: str) -> Iterator[None]:
-    """The block's refused command writes nothing: same log head, same record."""
-    head, record = service.recorder.max_notification_id(), service.get_dispatch(dispatch_id)
-    yield
-    assert service.recorder.max_notification_id() == head
-    assert service.get_dispatch(dispatch_id) == record
-
-
-def assert_claim_cleared(record: DispatchRecord) -> None:
-    assert (record.claim_token, record.claimed_by, record.lease_until) == (None, None, None)
 
 
 # ---------------------------------------------------------------- leases

@@ -1,0 +1,21 @@
+"""Small assertions shared by the service tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from domain import DispatchRecord
+
+
+@contextmanager
+def store_unchanged(service, dispatch_id: str) -> Iterator[None]:
+    """The block's refused command writes nothing: same log head, same record."""
+    head, record = service.recorder.max_notification_id(), service.get_dispatch(dispatch_id)
+    yield
+    assert service.recorder.max_notification_id() == head
+    assert service.get_dispatch(dispatch_id) == record
+
+
+def assert_claim_cleared(record: DispatchRecord) -> None:
+    assert (record.claim_token, record.claimed_by, record.lease_until) == (None, None, None)
