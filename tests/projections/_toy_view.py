@@ -16,6 +16,7 @@ from typing import Any
 
 from domain.dispatch import Dispatch
 from domain.model import DomainEvent
+from projections.runner import ViewRunner
 from projections.schema import Column, Table
 from projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
 from projections.view import ViewStore, ViewTx
@@ -208,3 +209,10 @@ class DecodedSubscription:
 
     def stop(self) -> None:
         self._subscription.stop()
+
+
+def replayed(service: Any) -> dict[str, list[dict[str, Any]]]:
+    """The toy view replayed from position 0 into a fresh in-memory store."""
+    store = MemoryViewStore(ToyView())
+    ViewRunner(store, log_reader(service), batch_size=50).catch_up()
+    return store.snapshot()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +18,9 @@ import pytest
 
 from projections.runner import ViewRunner, rebuild
 from projections.stores import MemoryViewStore, PostgresViewStore
-from tests.projections._toy_view import DecodedSubscription, StoreFactory, ToyView, log_reader, record_history
+from tests.projections._toy_view import DecodedSubscription, ToyView, log_reader, record_history, replayed
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def make_store(env: dict[str, str], service: Any, tmp_path: Path) -> Iterator[StoreFactory]:
-    factory = StoreFactory(env, service, tmp_path)
-    yield factory
-    factory.close()
-
-
-def replayed(service: Any) -> dict[str, list[dict[str, Any]]]:
-    store = MemoryViewStore(ToyView())
-    ViewRunner(store, log_reader(service), batch_size=50).catch_up()
-    return store.snapshot()
 
 
 class CountingStore:

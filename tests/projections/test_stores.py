@@ -6,10 +6,6 @@ into the store that matches the service's backend (memory, SQLite file, Postgres
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from projections.runner import ViewRunner, rebuild
@@ -20,25 +16,11 @@ from tests.projections._toy_view import (
     DISPATCHES,
     OPEN,
     THREADS,
-    StoreFactory,
     ToyView,
     log_reader,
     record_history,
+    replayed,
 )
-
-
-@pytest.fixture
-def make_store(env: dict[str, str], service: Any, tmp_path: Path) -> Iterator[StoreFactory]:
-    factory = StoreFactory(env, service, tmp_path)
-    yield factory
-    factory.close()
-
-
-def replayed(service: Any) -> dict[str, list[dict[str, Any]]]:
-    """The toy view replayed from position 0 into a fresh in-memory store."""
-    store = MemoryViewStore(ToyView())
-    ViewRunner(store, log_reader(service), batch_size=50).catch_up()
-    return store.snapshot()
 
 
 def test_incremental_catch_up_equals_a_rebuild_from_zero_and_a_second_rebuild(service, clock, make_store):
