@@ -228,3 +228,23 @@ def _all_events(service: MailboxService):
             continue
         events += page
         position = page[-1].position
+
+
+def test_following_views_see_new_events_without_a_catch_up_call(service, host):
+    """Live follow: LISTEN/NOTIFY on Postgres, polling elsewhere."""
+    import threading
+    import time
+
+    stop = threading.Event()
+    threads = host.follow(stop)
+    try:
+        service.submit("t", "r-live")
+        deadline = time.monotonic() + 10
+        while any(store.position() < host.log_end() for store in host.stores.values()):
+            assert time.monotonic() < deadline, "views did not follow the log"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in threads)

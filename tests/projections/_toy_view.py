@@ -199,6 +199,13 @@ class DecodedSubscription:
     def __init__(self, service: Any, after: int) -> None:
         self._mapper = service.mapper
         self._subscription = service.recorder.subscribe(gt=after)
+        # eventsourcing 9.5.6's in-memory subscription starts its pull thread before it registers
+        # its listener, so an event recorded in between is never announced and the subscription
+        # waits forever. Wake it once now that the listener is registered (our ViewHost polls
+        # instead of subscribing on the in-memory and SQLite backends).
+        wake = getattr(self._subscription, "_has_been_notified", None)
+        if wake is not None:
+            wake.set()
 
     def __iter__(self) -> DecodedSubscription:
         return self
