@@ -54,7 +54,7 @@ def run_id_for(commit: int, commits_per_run: int) -> str:
 
 def measure(backend: str, messages: int, commits_per_run: int) -> Row:
     """Runs in a child process: one fresh store, ``messages`` one-message commits."""
-    from infrastructure.service import MailboxService
+    from run_mailbox.infrastructure.service import MailboxService
 
     with fresh_store(backend) as env:
         service = MailboxService(env=env)

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._common import BACKENDS, Stopwatch, ensure_bench_database, fresh_store, timed_workers
-from infrastructure.service import MailboxService
+from run_mailbox.infrastructure.service import MailboxService
 
 os.environ.setdefault("EVENTSOURCING_DISABLE_REDEFINITION_CHECK", "y")
 

@@ -1,7 +1,7 @@
 """The run mailbox's pure domain model: values, aggregates, events, policies and errors."""
 
-from domain.dispatch import Dispatch, DispatchRecord
-from domain.errors import (
+from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
+from run_mailbox.domain.errors import (
     AlreadyExists,
     ClaimTokenMismatch,
     ConcurrencyConflict,
@@ -17,10 +17,10 @@ from domain.errors import (
     NotFound,
     RunNotFound,
 )
-from domain.mailbox import MailboxRecord, ThreadMailbox
-from domain.model import DomainEvent
-from domain.run import Run, RunRecord
-from domain.values import DispatchStatus, RunStatus, TerminationReason
+from run_mailbox.domain.mailbox import MailboxRecord, ThreadMailbox
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import Run, RunRecord
+from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
 
 __all__ = [
     "AlreadyExists",

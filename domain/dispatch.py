@@ -11,11 +11,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
-from domain.errors import ClaimTokenMismatch, InvalidTransition
-from domain.ids import dispatch_aggregate_id
-from domain.model import MailboxAggregate
-from domain.policies import backoff_delay_ms
-from domain.values import DispatchStatus, Millis, RunStatus, Value
+from run_mailbox.domain.errors import ClaimTokenMismatch, InvalidTransition
+from run_mailbox.domain.ids import dispatch_aggregate_id
+from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.policies import backoff_delay_ms
+from run_mailbox.domain.values import DispatchStatus, Millis, RunStatus, Value
 
 QUEUED = DispatchStatus.QUEUED
 CLAIMED = DispatchStatus.CLAIMED

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.errors import DedupeKeyConflict, DuplicateDispatch, InvalidTransition
-from domain.ids import mailbox_aggregate_id
-from domain.model import MailboxAggregate
-from domain.values import Millis, Value
+from run_mailbox.domain.errors import DedupeKeyConflict, DuplicateDispatch, InvalidTransition
+from run_mailbox.domain.ids import mailbox_aggregate_id
+from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.values import Millis, Value
 
 
 class OpenDispatch(Value):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, JsonValue
 
-from domain.values import Millis, Value
+from run_mailbox.domain.values import Millis, Value
 
 
 class Base64Source(Value):

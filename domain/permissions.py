@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from domain.values import Millis, Value
+from run_mailbox.domain.values import Millis, Value
 
 DeliveryPath = Literal["local_live", "remote_live", "durable_dispatch"]
 

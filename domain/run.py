@@ -6,12 +6,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import JsonValue
 
-from domain.errors import InvalidArgument, InvalidTransition
-from domain.ids import run_aggregate_id
-from domain.messages import MessageSeqRange
-from domain.model import MailboxAggregate
-from domain.permissions import Decision, DeliveryPath, ToolCallResume, ToolTicket
-from domain.values import Millis, RunStatus, TerminationReason, Value
+from run_mailbox.domain.errors import InvalidArgument, InvalidTransition
+from run_mailbox.domain.ids import run_aggregate_id
+from run_mailbox.domain.messages import MessageSeqRange
+from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.permissions import Decision, DeliveryPath, ToolCallResume, ToolTicket
+from run_mailbox.domain.values import Millis, RunStatus, TerminationReason, Value
 
 TOOL_PERMISSION = "tool_permission"
 

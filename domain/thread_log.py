@@ -13,11 +13,11 @@ from uuid import UUID, uuid5
 
 from pydantic import JsonValue
 
-from domain.errors import InvalidArgument
-from domain.ids import NAMESPACE
-from domain.messages import Message
-from domain.model import MailboxAggregate
-from domain.values import Millis, Value
+from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.ids import NAMESPACE
+from run_mailbox.domain.messages import Message
+from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.values import Millis, Value
 
 
 def thread_log_id(thread_id: str) -> UUID:

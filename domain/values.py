@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.errors import InvalidArgument
+from run_mailbox.domain.errors import InvalidArgument
 
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 16_384

@@ -8,14 +8,14 @@ from typing import Any
 from eventsourcing.utils import get_topic
 from pydantic import TypeAdapter
 
-from domain.errors import DuplicateMessage, InvalidArgument, SeqConflict
-from domain.messages import Message
-from domain.run import Run
-from domain.thread_log import CommittedMessage, ThreadMessage
-from domain.values import check_id, check_int
-from infrastructure.command_base import CommandBase
-from infrastructure.results import CheckpointResult, RepairReport
-from infrastructure.unit_of_work import UnitOfWork
+from run_mailbox.domain.errors import DuplicateMessage, InvalidArgument, SeqConflict
+from run_mailbox.domain.messages import Message
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.thread_log import CommittedMessage, ThreadMessage
+from run_mailbox.domain.values import check_id, check_int
+from run_mailbox.infrastructure.command_base import CommandBase
+from run_mailbox.infrastructure.results import CheckpointResult, RepairReport
+from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 MAX_MESSAGES_PER_COMMIT = 1_000
 _RESULT = TypeAdapter(CheckpointResult)

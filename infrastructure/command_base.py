@@ -18,11 +18,11 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 from pydantic import TypeAdapter
 
-from domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
-from domain.values import check_id, check_millis
-from infrastructure.idempotency import command_digest
-from infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
-from infrastructure.unit_of_work import UnitOfWork
+from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
+from run_mailbox.domain.values import check_id, check_millis
+from run_mailbox.infrastructure.idempotency import command_digest
+from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
+from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from eventsourcing.application import Repository

@@ -7,12 +7,12 @@ import uuid
 
 from pydantic import TypeAdapter
 
-from domain import policies
-from domain.dispatch import Dispatch, DispatchRecord
-from domain.errors import DispatchSuperseded, DuplicateDispatch, DuplicateRun
-from domain.mailbox import ThreadMailbox
-from domain.run import Run
-from domain.values import (
+from run_mailbox.domain import policies
+from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
+from run_mailbox.domain.errors import DispatchSuperseded, DuplicateDispatch, DuplicateRun
+from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.values import (
     DispatchStatus,
     RunStatus,
     TerminationReason,
@@ -22,9 +22,9 @@ from domain.values import (
     check_optional_id,
     check_text,
 )
-from infrastructure.command_base import CommandBase, new_id
-from infrastructure.results import InterruptResult
-from infrastructure.unit_of_work import UnitOfWork
+from run_mailbox.infrastructure.command_base import CommandBase, new_id
+from run_mailbox.infrastructure.results import InterruptResult
+from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 _DISPATCH = TypeAdapter(DispatchRecord)
 _OPTIONAL_DISPATCH = TypeAdapter(DispatchRecord | None)

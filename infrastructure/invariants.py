@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
-from domain.dispatch import DispatchRecord
-from domain.run import RunRecord
-from domain.thread_log import thread_log_id
-from domain.values import DispatchStatus
+from run_mailbox.domain.dispatch import DispatchRecord
+from run_mailbox.domain.run import RunRecord
+from run_mailbox.domain.thread_log import thread_log_id
+from run_mailbox.domain.values import DispatchStatus
 
 if TYPE_CHECKING:
-    from infrastructure.service import MailboxService
+    from run_mailbox.infrastructure.service import MailboxService
 
 _INDEXED = ("thread_id", "run_id", "status", "priority", "created_at", "available_at", "lease_until", "updated_at")
 

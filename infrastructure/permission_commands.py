@@ -6,16 +6,16 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from domain import policies
-from domain.dispatch import Dispatch, DispatchRecord
-from domain.errors import AlreadyExists, DecisionConflict, DuplicateDispatch, InvalidArgument, MailboxError
-from domain.permissions import DeliveryPath, ToolCallResume, ToolTicket
-from domain.run import Run, RunRecord
-from domain.values import DispatchStatus, TerminationReason, check_id, check_optional_id
-from infrastructure.command_base import new_id
-from infrastructure.dispatch_commands import DispatchCommands
-from infrastructure.results import DecisionOutcome
-from infrastructure.unit_of_work import UnitOfWork
+from run_mailbox.domain import policies
+from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
+from run_mailbox.domain.errors import AlreadyExists, DecisionConflict, DuplicateDispatch, InvalidArgument, MailboxError
+from run_mailbox.domain.permissions import DeliveryPath, ToolCallResume, ToolTicket
+from run_mailbox.domain.run import Run, RunRecord
+from run_mailbox.domain.values import DispatchStatus, TerminationReason, check_id, check_optional_id
+from run_mailbox.infrastructure.command_base import new_id
+from run_mailbox.infrastructure.dispatch_commands import DispatchCommands
+from run_mailbox.infrastructure.results import DecisionOutcome
+from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 _RUN = TypeAdapter(RunRecord)
 _OUTCOME = TypeAdapter(DecisionOutcome)

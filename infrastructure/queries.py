@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from domain import policies
-from domain.dispatch import DispatchRecord
-from domain.errors import DispatchNotFound, RunNotFound
-from domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
-from domain.mailbox import MailboxRecord
-from domain.model import DomainEvent
-from domain.run import RunRecord
-from domain.values import DispatchStatus, check_id, check_int
-from infrastructure.command_base import CommandBase
-from projections.canonical import CanonicalEvent, render
+from run_mailbox.domain import policies
+from run_mailbox.domain.dispatch import DispatchRecord
+from run_mailbox.domain.errors import DispatchNotFound, RunNotFound
+from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
+from run_mailbox.domain.mailbox import MailboxRecord
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import RunRecord
+from run_mailbox.domain.values import DispatchStatus, check_id, check_int
+from run_mailbox.infrastructure.command_base import CommandBase
+from run_mailbox.projections.canonical import CanonicalEvent, render
+
+_EXPORT_PAGE = 1000
 
 
 class MailboxQueries(CommandBase):
@@ -90,3 +92,14 @@ class MailboxQueries(CommandBase):
             if envelope is not None and (envelope.upstream or not upstream_only):
                 rendered.append(envelope)
         return rendered
+
+    def iter_canonical_events(self, *, after: int = 0, upstream_only: bool = False) -> Iterator[CanonicalEvent]:
+        """Every canonical envelope after position ``after``, up to the log's end when called, page by page."""
+        end = self.recorder.max_notification_id() or 0
+        position = after
+        while position < end:
+            page = self.canonical_events(after=position, limit=_EXPORT_PAGE, upstream_only=upstream_only)
+            yield from page
+            # A page holds at most _EXPORT_PAGE notifications, all after ``position``: when none
+            # rendered, every notification up to position + _EXPORT_PAGE has been read.
+            position = page[-1].position if page else position + _EXPORT_PAGE

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domain.dispatch import DispatchRecord
-from domain.values import Value
+from run_mailbox.domain.dispatch import DispatchRecord
+from run_mailbox.domain.values import Value
 
 
 class InterruptResult(Value):

@@ -15,17 +15,17 @@ from eventsourcing.application import Application, Repository
 from eventsourcing.popo import POPOFactory
 from eventsourcing.utils import get_topic
 
-from domain.mailbox import ThreadMailbox
-from domain.model import Snapshot
-from domain.run import Run
-from domain.thread_log import ThreadLog
-from infrastructure.checkpoint_commands import CheckpointCommands
-from infrastructure.command_base import MAX_CONFLICT_RETRIES, Clock, wall_clock_ms
-from infrastructure.permission_commands import PermissionCommands
-from infrastructure.persistence.mapper import PydanticMapper
-from infrastructure.persistence.memory import MemoryMailboxRecorder
-from infrastructure.queries import MailboxQueries
-from infrastructure.settings import resolve_env
+from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.model import Snapshot
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.thread_log import ThreadLog
+from run_mailbox.infrastructure.checkpoint_commands import CheckpointCommands
+from run_mailbox.infrastructure.command_base import MAX_CONFLICT_RETRIES, Clock, wall_clock_ms
+from run_mailbox.infrastructure.permission_commands import PermissionCommands
+from run_mailbox.infrastructure.persistence.mapper import PydanticMapper
+from run_mailbox.infrastructure.persistence.memory import MemoryMailboxRecorder
+from run_mailbox.infrastructure.queries import MailboxQueries
+from run_mailbox.infrastructure.settings import resolve_env
 
 
 class MailboxService(PermissionCommands, CheckpointCommands, MailboxQueries, Application[UUID]):

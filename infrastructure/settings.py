@@ -17,14 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import psycopg
 from eventsourcing.utils import get_topic
 
-from infrastructure.persistence.postgres import PostgresMailboxRecorder
-from infrastructure.persistence.sqlite import SQLiteMailboxRecorder
+from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecorder
+from run_mailbox.infrastructure.persistence.sqlite import SQLiteMailboxRecorder
 
 POSTGRES = "eventsourcing.postgres"
 SQLITE = "eventsourcing.sqlite"
-DEFAULT_SQLITE_PATH = Path.home() / ".local" / "share" / "run-mailbox" / "mailbox.db"
 
 
 class SettingsError(ValueError):
@@ -49,10 +49,26 @@ def env_from_database_url(url: str) -> dict[str, str]:
     }
 
 
+def default_sqlite_path() -> Path:
+    """The command line's default log: ``$XDG_DATA_HOME/run-mailbox/mailbox.db`` (``~/.local/share`` by default)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "run-mailbox" / "mailbox.db"
+
+
 def sqlite_env(path: str | Path) -> dict[str, str]:
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return {"PERSISTENCE_MODULE": SQLITE, "SQLITE_DBNAME": str(path)}
+    """Settings for the SQLite file at ``path`` (nothing is created here)."""
+    return {"PERSISTENCE_MODULE": SQLITE, "SQLITE_DBNAME": str(Path(path).expanduser())}
+
+
+def postgres_conninfo(env: Mapping[str, str], dbname: str | None = None) -> str:
+    """A psycopg connection string from ``POSTGRES_*`` settings (another database if named)."""
+    return psycopg.conninfo.make_conninfo(
+        host=env.get("POSTGRES_HOST"),
+        port=env.get("POSTGRES_PORT"),
+        user=env.get("POSTGRES_USER"),
+        password=env.get("POSTGRES_PASSWORD") or None,
+        dbname=dbname or env.get("POSTGRES_DBNAME"),
+    )
 
 
 def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -7,12 +7,12 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
 
-from domain.dispatch import Dispatch
-from domain.errors import DispatchNotFound, MailboxError, RunNotFound
-from domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
-from domain.mailbox import ThreadMailbox
-from domain.run import Run
-from domain.thread_log import ThreadLog, ThreadMessage, message_aggregate_id, thread_log_id
+from run_mailbox.domain.dispatch import Dispatch
+from run_mailbox.domain.errors import DispatchNotFound, MailboxError, RunNotFound
+from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
+from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.thread_log import ThreadLog, ThreadMessage, message_aggregate_id, thread_log_id
 
 A = TypeVar("A")
 

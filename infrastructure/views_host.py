@@ -13,13 +13,13 @@ from typing import Any
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
 
-from domain.model import DomainEvent
-from infrastructure.invariants import check_invariants
-from infrastructure.service import MailboxService
-from projections.runner import ViewRunner
-from projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
-from projections.view import View, ViewStore
-from projections.views import ALL_VIEWS, view_by_name
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.infrastructure.invariants import check_invariants
+from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.projections.runner import ViewRunner
+from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
+from run_mailbox.projections.view import View, ViewStore
+from run_mailbox.projections.views import ALL_VIEWS, view_by_name
 
 Pair = tuple[int, DomainEvent]
 PREFIX = "mailbox_view"

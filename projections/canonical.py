@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.dispatch import Dispatch, DispatchRecord
-from domain.model import DomainEvent
-from domain.run import Run
-from domain.thread_log import ThreadMessage
+from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.thread_log import ThreadMessage
 
 WRITER_ID = "mailbox"
 ORIGIN = "mailbox"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.model import DomainEvent
-from projections.canonical import CanonicalEvent, render
-from projections.schema import Column, Table
-from projections.view import ViewTx
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.canonical import CanonicalEvent, render
+from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.view import ViewTx
 
 TABLE = "canonical_feed"
 

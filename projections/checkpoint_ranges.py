@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from domain.model import DomainEvent
-from domain.run import Run
-from domain.thread_log import ThreadMessage
-from projections.schema import Column, Table
-from projections.view import ViewTx
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.thread_log import ThreadMessage
+from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.view import ViewTx
 
 RANGES = "checkpoint_ranges"
 THREADS = "checkpoint_threads"

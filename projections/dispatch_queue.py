@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from domain.dispatch import Dispatch
-from domain.model import DomainEvent
-from domain.values import DispatchStatus
-from projections.schema import Column, Table
-from projections.view import ViewTx
+from run_mailbox.domain.dispatch import Dispatch
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.values import DispatchStatus
+from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.view import ViewTx
 
 TABLE = "dispatch_queue"
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from domain.model import DomainEvent
-from domain.run import Run
-from projections.schema import Column, Table
-from projections.view import ViewTx
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import Run
+from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.view import ViewTx
 
 TABLE = "permission_resolutions"
 PENDING = "pending"

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from domain.dispatch import Dispatch
-from domain.model import DomainEvent
-from domain.run import TOOL_PERMISSION, Run
-from domain.values import RunStatus, TerminationReason
-from projections.schema import Column, Table
-from projections.view import ViewTx
+from run_mailbox.domain.dispatch import Dispatch
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import TOOL_PERMISSION, Run
+from run_mailbox.domain.values import RunStatus, TerminationReason
+from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.view import ViewTx
 
 TABLE = "run_status"
 

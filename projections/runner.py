@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from domain.model import DomainEvent
-from projections.view import RebuildBehind, ViewStore
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.view import RebuildBehind, ViewStore
 
 Pair = tuple[int, DomainEvent]
 ReadPage = Callable[[int, int], Sequence[Pair]]

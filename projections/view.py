@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Protocol
 
-from domain.model import DomainEvent
-from projections.schema import Key, Row, Table, matches, sort_rows
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.schema import Key, Row, Table, matches, sort_rows
 
 
 class ViewTx(Protocol):

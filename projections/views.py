@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from projections import canonical_feed, checkpoint_ranges, dispatch_queue, permission_resolutions, run_status
-from projections.view import View
+from run_mailbox.projections import (
+    canonical_feed,
+    checkpoint_ranges,
+    dispatch_queue,
+    permission_resolutions,
+    run_status,
+)
+from run_mailbox.projections.view import View
 
 ALL_VIEWS: tuple[View, ...] = (
     checkpoint_ranges.VIEW,

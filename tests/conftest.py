@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from infrastructure.service import MailboxService
+from run_mailbox.infrastructure.service import MailboxService
 from tests.properties import _profiles  # noqa: F401  (registers the profiles for --hypothesis-profile anywhere)
 
 os.environ.setdefault("EVENTSOURCING_DISABLE_REDEFINITION_CHECK", "y")

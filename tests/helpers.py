@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from domain import DispatchRecord
+from run_mailbox.domain import DispatchRecord
 
 
 @contextmanager

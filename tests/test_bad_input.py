@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from domain import ClaimTokenMismatch, DispatchNotFound, InvalidArgument, InvalidTransition
+from run_mailbox.domain import ClaimTokenMismatch, DispatchNotFound, InvalidArgument, InvalidTransition
 
 QUEUED_THREAD, CLAIMED_THREAD = "thread-q", "thread-c"
 TOKEN = object()  # replaced by the real claim token of d2

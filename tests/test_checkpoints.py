@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from domain import InvalidArgument, RunNotFound
-from domain.errors import DuplicateMessage, SeqConflict
-from domain.messages import Message
-from domain.thread_log import thread_log_id
+from run_mailbox.domain import InvalidArgument, RunNotFound
+from run_mailbox.domain.errors import DuplicateMessage, SeqConflict
+from run_mailbox.domain.messages import Message
+from run_mailbox.domain.thread_log import thread_log_id
 
 T = "thread-1"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain import DispatchStatus, DispatchSuperseded, RunStatus
+from run_mailbox.domain import DispatchStatus, DispatchSuperseded, RunStatus
 
 T = "thread-1"
 

@@ -11,11 +11,19 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from infrastructure import cli
-from infrastructure.demo import expectations, log_counts
-from infrastructure.demo_workers import Driver, make_plan
-from infrastructure.service import MailboxService
-from infrastructure.settings import DEFAULT_SQLITE_PATH, POSTGRES, SQLITE
+from run_mailbox.cli import stores as cli
+from run_mailbox.cli.main import app
+from run_mailbox.demo.check import expectations, log_counts
+from run_mailbox.demo.workers import Driver, make_plan
+from run_mailbox.infrastructure import queries
+from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.infrastructure.settings import (
+    POSTGRES,
+    SQLITE,
+    default_sqlite_path,
+    env_from_database_url,
+    resolve_env,
+)
 
 STORE_VARIABLES = ("PERSISTENCE_MODULE", "MAILBOX_DATABASE_URL", "POSTGRES_DBNAME", "SQLITE_DBNAME", "POSTGRES_SCHEMA")
 
@@ -65,7 +73,7 @@ def summary_counts(output: str) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_demo_on_a_sqlite_file_finishes_every_run_and_agrees_with_its_log(runner, tmp_path):
-    result = runner.invoke(cli.app, ["demo", "--threads", "4", "--workers", "2", "--db", str(tmp_path / "demo.db")])
+    result = runner.invoke(app, ["demo", "--threads", "4", "--workers", "2", "--db", str(tmp_path / "demo.db")])
     assert result.exit_code == 0, result.output
     assert "checked against the log: OK" in result.stdout
     assert "runs submitted" in result.stdout and "events written" in result.stdout
@@ -77,7 +85,7 @@ def test_demo_on_a_sqlite_file_finishes_every_run_and_agrees_with_its_log(runner
     assert rows["approved"] + rows["denied"] == rows["permissions asked"]
     assert rows["messages committed"] >= rows["runs submitted"]  # every run's user message at least
     # The kept file holds the whole job: every run ended, none is left queued or claimed.
-    stats = runner.invoke(cli.app, ["--db", str(tmp_path / "demo.db"), "stats"])
+    stats = runner.invoke(app, ["--db", str(tmp_path / "demo.db"), "stats"])
     assert stats.exit_code == 0
     assert "│ queued      │     0 │" in stats.stdout and "│ claimed     │     0 │" in stats.stdout
 
@@ -99,7 +107,7 @@ def test_the_demo_check_notices_a_decision_the_log_does_not_hold():
 
 
 def test_demo_refuses_a_store_that_already_holds_events(runner, db):
-    result = runner.invoke(cli.app, ["demo", "--threads", "2", "--db", str(db)])
+    result = runner.invoke(app, ["demo", "--threads", "2", "--db", str(db)])
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: the demo needs an empty store")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -111,7 +119,7 @@ def test_demo_on_postgres_runs_in_a_fresh_schema_and_drops_it(runner, postgres_u
     monkeypatch.setenv("MAILBOX_DATABASE_URL", postgres_url)
     with psycopg.connect(postgres_url) as conn:
         before = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'mailbox_demo_%'")}
-    result = runner.invoke(cli.app, ["demo", "--postgres", "--threads", "4", "--workers", "3"])
+    result = runner.invoke(app, ["demo", "--postgres", "--threads", "4", "--workers", "3"])
     assert result.exit_code == 0, result.output
     assert "checked against the log: OK" in result.stdout
     assert "(schema mailbox_demo_" in result.stdout
@@ -124,7 +132,7 @@ def test_demo_on_postgres_runs_in_a_fresh_schema_and_drops_it(runner, postgres_u
 
 
 def test_export_writes_every_canonical_event_as_a_json_line_in_log_order(runner, db):
-    result = runner.invoke(cli.app, ["--db", str(db), "export"])
+    result = runner.invoke(app, ["--db", str(db), "export"])
     assert result.exit_code == 0, result.output
     events = json_lines(result.stdout)
     kinds = [e["kind"] for e in events]
@@ -136,25 +144,25 @@ def test_export_writes_every_canonical_event_as_a_json_line_in_log_order(runner,
 
 
 def test_export_upstream_only_and_after_select_a_suffix_of_the_upstream_kinds(runner, db):
-    every = json_lines(runner.invoke(cli.app, ["--db", str(db), "export"]).stdout)
-    upstream = json_lines(runner.invoke(cli.app, ["--db", str(db), "export", "--upstream-only"]).stdout)
+    every = json_lines(runner.invoke(app, ["--db", str(db), "export"]).stdout)
+    upstream = json_lines(runner.invoke(app, ["--db", str(db), "export", "--upstream-only"]).stdout)
     assert upstream == [e for e in every if e["upstream"]]
     assert {e["kind"] for e in upstream} == {"RunQueued", "RunSubmitted"}
     middle = every[len(every) // 2]["position"]
-    later = json_lines(runner.invoke(cli.app, ["--db", str(db), "export", "--after", str(middle)]).stdout)
+    later = json_lines(runner.invoke(app, ["--db", str(db), "export", "--after", str(middle)]).stdout)
     assert later == [e for e in every if e["position"] > middle]
 
 
 def test_export_pages_through_a_log_longer_than_one_page(runner, db, monkeypatch):
     """Pages that render nothing (mailbox bookkeeping only) must not end the export early."""
-    whole = json_lines(runner.invoke(cli.app, ["--db", str(db), "export"]).stdout)
-    monkeypatch.setattr(cli, "EXPORT_PAGE", 1)
-    paged = json_lines(runner.invoke(cli.app, ["--db", str(db), "export"]).stdout)
+    whole = json_lines(runner.invoke(app, ["--db", str(db), "export"]).stdout)
+    monkeypatch.setattr(queries, "_EXPORT_PAGE", 1)
+    paged = json_lines(runner.invoke(app, ["--db", str(db), "export"]).stdout)
     assert paged == whole
 
 
 def test_export_of_an_empty_log_prints_nothing(runner, tmp_path):
-    result = runner.invoke(cli.app, ["--db", str(tmp_path / "empty.db"), "export"])
+    result = runner.invoke(app, ["--db", str(tmp_path / "empty.db"), "export"])
     assert result.exit_code == 0
     assert result.stdout == ""
 
@@ -163,7 +171,7 @@ def test_export_of_an_empty_log_prints_nothing(runner, tmp_path):
 
 
 def test_stats_counts_dispatches_by_status(runner, db):
-    result = runner.invoke(cli.app, ["--db", str(db), "stats"])
+    result = runner.invoke(app, ["--db", str(db), "stats"])
     assert result.exit_code == 0, result.output
     assert "│ acked       │     1 │" in result.stdout
     assert "│ queued      │     1 │" in result.stdout
@@ -171,7 +179,7 @@ def test_stats_counts_dispatches_by_status(runner, db):
 
 
 def test_thread_lists_its_dispatches_in_claim_order(runner, db):
-    result = runner.invoke(cli.app, ["--db", str(db), "thread", "thread-1"])
+    result = runner.invoke(app, ["--db", str(db), "thread", "thread-1"])
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["d1"], ["d2"])]
     assert [row[:4] for row in rows] == [["d2", "run-2", "queued", "7"], ["d1", "run-1", "acked", "128"]]
@@ -185,7 +193,7 @@ def test_thread_lists_its_dispatches_in_claim_order(runner, db):
     ],
 )
 def test_thread_with_a_bad_id_exits_2_with_one_line_and_no_traceback(runner, db, thread_id, message):
-    result = runner.invoke(cli.app, ["--db", str(db), "thread", thread_id])
+    result = runner.invoke(app, ["--db", str(db), "thread", thread_id])
     assert result.exit_code == 2
     assert isinstance(result.exception, SystemExit)
     assert result.stdout == ""
@@ -195,14 +203,14 @@ def test_thread_with_a_bad_id_exits_2_with_one_line_and_no_traceback(runner, db,
 
 
 def test_db_and_postgres_together_are_refused_in_one_line(runner, db):
-    result = runner.invoke(cli.app, ["--db", str(db), "--postgres", "stats"])
+    result = runner.invoke(app, ["--db", str(db), "--postgres", "stats"])
     assert result.exit_code == 2
     assert result.stderr == "error: --db and --postgres exclude each other\n"
 
 
 def test_an_unreachable_postgres_is_one_red_line_not_a_traceback(runner, monkeypatch):
     monkeypatch.setenv("MAILBOX_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/run_mailbox")
-    result = runner.invoke(cli.app, ["--postgres", "stats"])
+    result = runner.invoke(app, ["--postgres", "stats"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot reach postgres postgres@127.0.0.1:1/run_mailbox")
     assert len(result.stderr.splitlines()) == 1
@@ -212,11 +220,15 @@ def test_an_unreachable_postgres_is_one_red_line_not_a_traceback(runner, monkeyp
 
 
 def test_without_flags_or_environment_the_log_is_the_default_sqlite_file(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "DEFAULT_SQLITE_PATH", tmp_path / "default" / "mailbox.db")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     env = cli.store_env(cli.Store())
     assert env["PERSISTENCE_MODULE"] == SQLITE
-    assert env["SQLITE_DBNAME"] == str(tmp_path / "default" / "mailbox.db")
-    assert DEFAULT_SQLITE_PATH.parts[-4:] == (".local", "share", "run-mailbox", "mailbox.db")
+    assert env["SQLITE_DBNAME"] == str(tmp_path / "data" / "run-mailbox" / "mailbox.db")
+
+
+def test_the_default_sqlite_file_lives_in_the_user_s_data_folder(monkeypatch):
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert default_sqlite_path().parts[-4:] == (".local", "share", "run-mailbox", "mailbox.db")
 
 
 def test_the_demo_without_flags_or_environment_asks_for_a_temporary_store():
@@ -250,7 +262,7 @@ def test_postgres_flag_creates_a_missing_database(postgres_url):
     admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
-    env = cli.resolve_env(cli.env_from_database_url(postgres_url.rsplit("/", 1)[0] + "/" + name))
+    env = resolve_env(env_from_database_url(postgres_url.rsplit("/", 1)[0] + "/" + name))
     cli.ensure_postgres_database(env)
     with psycopg.connect(admin, autocommit=True) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None

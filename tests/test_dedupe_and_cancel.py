@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain import (
+from run_mailbox.domain import (
     DedupeKeyConflict,
     DispatchStatus,
     DuplicateDispatch,

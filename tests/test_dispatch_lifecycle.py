@@ -2,7 +2,7 @@
 
 import pytest
 
-from domain import (
+from run_mailbox.domain import (
     ClaimTokenMismatch,
     DispatchNotFound,
     DispatchStatus,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain import DedupeKeyConflict, DispatchNotFound, DispatchStatus, IdempotencyConflict
+from run_mailbox.domain import DedupeKeyConflict, DispatchNotFound, DispatchStatus, IdempotencyConflict
 
 T = "thread-1"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from domain import ClaimTokenMismatch, DispatchRecord, DispatchStatus, RunStatus, TerminationReason
+from run_mailbox.domain import ClaimTokenMismatch, DispatchRecord, DispatchStatus, RunStatus, TerminationReason
 from tests.helpers import assert_claim_cleared, store_unchanged
 
 EXHAUSTED = "lease expired; max attempts reached"

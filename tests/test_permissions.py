@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from domain import (
+from run_mailbox.domain import (
     ClaimTokenMismatch,
     DispatchStatus,
     DispatchSuperseded,
@@ -21,9 +21,9 @@ from domain import (
     RunNotFound,
     RunStatus,
 )
-from domain.errors import DecisionConflict
-from domain.permissions import ToolCallResume, ToolTicket
-from infrastructure.permission_commands import RUN_FINISHED_FIRST, ResumeFailed
+from run_mailbox.domain.errors import DecisionConflict
+from run_mailbox.domain.permissions import ToolCallResume, ToolTicket
+from run_mailbox.infrastructure.permission_commands import RUN_FINISHED_FIRST, ResumeFailed
 
 T = "thread-1"
 R = "run-1"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from domain import DispatchStatus, RunStatus
-from infrastructure.service import MailboxService
+from run_mailbox.domain import DispatchStatus, RunStatus
+from run_mailbox.infrastructure.service import MailboxService
 
 pytestmark = pytest.mark.postgres
 

@@ -13,9 +13,9 @@ from uuid import UUID
 
 import pytest
 
-from domain import DispatchStatus, MailboxError
-from domain.ids import mailbox_aggregate_id
-from infrastructure.service import MailboxService
+from run_mailbox.domain import DispatchStatus, MailboxError
+from run_mailbox.domain.ids import mailbox_aggregate_id
+from run_mailbox.infrastructure.service import MailboxService
 
 pytestmark = pytest.mark.postgres
 

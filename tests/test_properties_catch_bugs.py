@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-import infrastructure.command_base
-from domain.dispatch import Dispatch
-from domain.mailbox import ThreadMailbox
-from infrastructure.dispatch_commands import DispatchCommands
-from infrastructure.idempotency import command_digest
-from projections import run_status
+from run_mailbox.domain.dispatch import Dispatch
+from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.infrastructure import command_base
+from run_mailbox.infrastructure.dispatch_commands import DispatchCommands
+from run_mailbox.infrastructure.idempotency import command_digest
+from run_mailbox.projections import run_status
 from tests.properties.mailbox_machine import MailboxMachine
 from tests.properties.replay_machines import RedeliveryMachine, ReissueMachine
 
@@ -72,6 +72,6 @@ def test_an_idempotency_digest_that_ignores_an_argument_is_caught(monkeypatch: p
     def digest_without_dispatch_id(command: str, params: dict[str, Any]) -> str:
         return command_digest(command, {k: v for k, v in params.items() if k != "dispatch_id"})
 
-    monkeypatch.setattr(infrastructure.command_base, "command_digest", digest_without_dispatch_id)
+    monkeypatch.setattr(command_base, "command_digest", digest_without_dispatch_id)
     with pytest.raises(AssertionError, match="expected a refusal: IdempotencyConflict"):
         run_state_machine_as_test(ReissueMachine, settings=HUNT)

@@ -1,6 +1,6 @@
 """The main path on every backend: submit, claim, start, ack."""
 
-from domain import DispatchStatus, RunStatus
+from run_mailbox.domain import DispatchStatus, RunStatus
 
 
 def test_a_submitted_run_is_claimed_started_and_acked(service, clock):

@@ -11,11 +11,11 @@ from eventsourcing.sqlite import SQLiteFactory
 from psycopg import sql
 from typer.testing import CliRunner
 
-from domain import DispatchStatus
-from infrastructure.cli import app
-from infrastructure.service import MailboxService
-from infrastructure.views_host import PREFIX, ViewHost
-from projections import dispatch_queue, run_status
+from run_mailbox.cli.main import app
+from run_mailbox.domain import DispatchStatus
+from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.infrastructure.views_host import PREFIX, ViewHost
+from run_mailbox.projections import dispatch_queue, run_status
 
 
 def _workload(service: MailboxService, clock) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
-from infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, sorted_index_rows
+from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, sorted_index_rows
 
 
 def _queue_order(row: DispatchIndexRow) -> tuple[int, int, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from domain.dispatch import DispatchRecord
+from run_mailbox.domain.dispatch import DispatchRecord
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from domain.model import DomainEvent
-from projections.schema import Key, Row, Table, copy_row, matches, sort_rows
-from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, tables_of
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.schema import Key, Row, Table, copy_row, matches, sort_rows
+from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, tables_of
 
 Tables = dict[str, dict[Key, Row]]
 

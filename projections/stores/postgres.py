@@ -24,9 +24,9 @@ from psycopg.sql import SQL, Composable, Identifier, Literal
 from psycopg_pool import ConnectionPool
 from pydantic_core import to_json
 
-from domain.model import DomainEvent
-from projections.schema import Key, Row, Table, sort_rows
-from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.schema import Key, Row, Table, sort_rows
+from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
 SCRATCH = "__rebuild"
 MAX_IDENTIFIER = 63

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from domain.model import DomainEvent
-from projections.schema import Column, Key, Row, Table, sort_rows
-from projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.schema import Column, Key, Row, Table, sort_rows
+from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
 SCRATCH = "__rebuild"
 MAX_PARAMS = 900  # bound parameters per statement (older SQLite builds allow 999)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from domain.model import DomainEvent
-from projections.schema import Row, Table, copy_row, matches, sort_rows
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.schema import Row, Table, copy_row, matches, sort_rows
 
 
 class DictTx:

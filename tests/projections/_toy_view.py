@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domain.dispatch import Dispatch
-from domain.model import DomainEvent
-from projections.runner import ViewRunner
-from projections.schema import Column, Table
-from projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
-from projections.view import ViewStore, ViewTx
+from run_mailbox.domain.dispatch import Dispatch
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.runner import ViewRunner
+from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
+from run_mailbox.projections.view import ViewStore, ViewTx
 
 THREADS = "toy_threads"
 DISPATCHES = "toy_dispatches"

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from domain.model import DomainEvent
-from projections.runner import ViewRunner
-from projections.schema import Column, Table
-from projections.stores import MemoryViewStore
-from projections.stores import postgres as postgres_store
-from projections.stores import sqlite as sqlite_store
-from projections.view import BufferedTx, ViewTx
-from projections.views import ALL_VIEWS
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.projections.runner import ViewRunner
+from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.stores import MemoryViewStore
+from run_mailbox.projections.stores import postgres as postgres_store
+from run_mailbox.projections.stores import sqlite as sqlite_store
+from run_mailbox.projections.view import BufferedTx, ViewTx
+from run_mailbox.projections.views import ALL_VIEWS
 from tests.projections._dict_tx import project
 from tests.projections._toy_view import StoreFactory, log_reader, record_history
 from tests.projections.test_views import catch_up, checkpoint_story, dispatch_story, log_of, permission_story

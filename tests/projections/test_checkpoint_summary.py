@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections import checkpoint_ranges
-from projections.checkpoint_ranges import RANGES, THREADS
+from run_mailbox.projections import checkpoint_ranges
+from run_mailbox.projections.checkpoint_ranges import RANGES, THREADS
 from tests.projections._dict_tx import DictTx, project
 from tests.projections.test_views import checkpointed
 

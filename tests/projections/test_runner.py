@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from projections.runner import ViewRunner, rebuild
-from projections.stores import MemoryViewStore, PostgresViewStore
+from run_mailbox.projections.runner import ViewRunner, rebuild
+from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore
 from tests.projections._toy_view import DecodedSubscription, ToyView, log_reader, record_history, replayed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,9 +165,9 @@ def test_rebuild_catches_up_again_when_a_live_runner_moved_the_view_past_it(serv
 
 CHILD = r"""
 import json, sys, time
-from infrastructure.service import MailboxService
-from projections.runner import ViewRunner
-from projections.stores import PostgresViewStore
+from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.projections.runner import ViewRunner
+from run_mailbox.projections.stores import PostgresViewStore
 from tests.projections._toy_view import ToyView, log_reader
 
 class SlowToyView(ToyView):

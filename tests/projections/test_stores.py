@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from projections.runner import ViewRunner, rebuild
-from projections.stores import MemoryViewStore, PostgresViewStore
-from projections.view import RebuildBehind
+from run_mailbox.projections.runner import ViewRunner, rebuild
+from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore
+from run_mailbox.projections.view import RebuildBehind
 from tests.projections._toy_view import (
     DELIVERIES,
     DISPATCHES,
@@ -205,7 +205,7 @@ def test_a_dropped_view_starts_again_empty_at_position_zero(service, clock, make
 def test_a_postgres_store_built_from_the_service_settings_shares_the_view_with_one_on_the_service_pool(
     pg_service, postgres_env, clock
 ):
-    from infrastructure.settings import resolve_env
+    from run_mailbox.infrastructure.settings import resolve_env
 
     end = record_history(pg_service, clock, cycles=2)
     pool = pg_service.recorder.datastore.pool

@@ -13,13 +13,19 @@ from uuid import uuid4
 
 import pytest
 
-from domain import DispatchStatus, DispatchSuperseded, RunStatus
-from domain.model import DomainEvent
-from domain.run import Run
-from projections import canonical_feed, checkpoint_ranges, dispatch_queue, permission_resolutions, run_status
-from projections.runner import ViewRunner
-from projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
-from projections.views import ALL_VIEWS, view_by_name
+from run_mailbox.domain import DispatchStatus, DispatchSuperseded, RunStatus
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import Run
+from run_mailbox.projections import (
+    canonical_feed,
+    checkpoint_ranges,
+    dispatch_queue,
+    permission_resolutions,
+    run_status,
+)
+from run_mailbox.projections.runner import ViewRunner
+from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
+from run_mailbox.projections.views import ALL_VIEWS, view_by_name
 from tests.projections._dict_tx import DictTx, project
 
 # ---------------------------------------------------------------------- the log

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.permissions import ToolCallResume
+from run_mailbox.domain.permissions import ToolCallResume
 from tests.properties._model import Keyed, Model
 
 

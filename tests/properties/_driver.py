@@ -19,10 +19,10 @@ from uuid import UUID
 
 from hypothesis.stateful import RuleBasedStateMachine
 
-from domain.errors import DispatchSuperseded, MailboxError
-from infrastructure import dispatch_commands, permission_commands
-from infrastructure.permission_commands import ResumeFailed
-from infrastructure.service import MailboxService
+from run_mailbox.domain.errors import DispatchSuperseded, MailboxError
+from run_mailbox.infrastructure import dispatch_commands, permission_commands
+from run_mailbox.infrastructure.permission_commands import ResumeFailed
+from run_mailbox.infrastructure.service import MailboxService
 from tests.properties import _backends, _invariants
 from tests.properties._model import Keyed, Model, Observed
 from tests.properties._oracle import PREDICT, Expect

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from domain.thread_log import thread_log_id
-from domain.values import DispatchStatus
+from run_mailbox.domain.thread_log import thread_log_id
+from run_mailbox.domain.values import DispatchStatus
 from tests.properties._model import THREADS, Model
 from tests.properties._oracle import RUN_FINISHED_FIRST
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from domain.dispatch import Dispatch, DispatchRecord
-from domain.mailbox import ThreadMailbox
-from domain.model import DomainEvent
-from domain.permissions import ToolCallResume
-from domain.run import Run, RunRecord
-from domain.thread_log import ThreadLog
-from domain.values import DispatchStatus
+from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
+from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.permissions import ToolCallResume
+from run_mailbox.domain.run import Run, RunRecord
+from run_mailbox.domain.thread_log import ThreadLog
+from run_mailbox.domain.values import DispatchStatus
 
 THREADS = ("t1", "t2", "t3")
 QUEUED = DispatchStatus.QUEUED

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.dispatch import DispatchRecord
-from domain.errors import (
+from run_mailbox.domain.dispatch import DispatchRecord
+from run_mailbox.domain.errors import (
     ClaimTokenMismatch,
     DedupeKeyConflict,
     DispatchNotFound,
@@ -20,7 +20,7 @@ from domain.errors import (
     InvalidArgument,
     InvalidTransition,
 )
-from domain.values import RunStatus
+from run_mailbox.domain.values import RunStatus
 from tests.properties._expect import (
     ACKED,
     CANCELLED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.errors import (
+from run_mailbox.domain.errors import (
     ClaimTokenMismatch,
     DecisionConflict,
     DuplicateMessage,
@@ -13,8 +13,8 @@ from domain.errors import (
     RunNotFound,
     SeqConflict,
 )
-from infrastructure.permission_commands import ResumeFailed
-from infrastructure.results import CheckpointResult
+from run_mailbox.infrastructure.permission_commands import ResumeFailed
+from run_mailbox.infrastructure.results import CheckpointResult
 from tests.properties._expect import (
     ACKED,
     DONE,

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle
 
-from domain.errors import MailboxError
-from domain.values import DispatchStatus, RunStatus
+from run_mailbox.domain.errors import MailboxError
+from run_mailbox.domain.values import DispatchStatus, RunStatus
 from tests.properties._model import THREADS, Model
 
 _running: list[Any] = []  # the machine whose next step is being drawn (one at a time)

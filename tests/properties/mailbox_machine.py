@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from domain.permissions import ToolCallResume
+from run_mailbox.domain.permissions import ToolCallResume
 from tests.properties import _backends, _invariants
 from tests.properties._calls import (
     OWNER_DEFAULTS,

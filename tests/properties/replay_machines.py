@@ -21,19 +21,19 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain.dispatch import Dispatch
-from domain.ids import dispatch_aggregate_id, run_aggregate_id
-from domain.mailbox import ThreadMailbox
-from domain.model import DomainEvent
-from domain.run import Run
-from domain.thread_log import ThreadLog
-from infrastructure.service import MailboxService
-from projections import canonical_feed
-from projections.runner import ViewRunner
-from projections.schema import copy_row, matches, sort_rows
-from projections.stores.memory import MemoryViewStore
-from projections.view import BufferedTx, View, tables_of
-from projections.views import ALL_VIEWS
+from run_mailbox.domain.dispatch import Dispatch
+from run_mailbox.domain.ids import dispatch_aggregate_id, run_aggregate_id
+from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.thread_log import ThreadLog
+from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.projections import canonical_feed
+from run_mailbox.projections.runner import ViewRunner
+from run_mailbox.projections.schema import copy_row, matches, sort_rows
+from run_mailbox.projections.stores.memory import MemoryViewStore
+from run_mailbox.projections.view import BufferedTx, View, tables_of
+from run_mailbox.projections.views import ALL_VIEWS
 from tests.properties import _backends
 from tests.properties._calls import digested, perturbed
 from tests.properties._oracle import conflict, returns

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
-from infrastructure.service import MailboxService
+from run_mailbox.infrastructure.service import MailboxService
 from tests.properties import _backends
 from tests.properties._profiles import share
 from tests.properties.mailbox_machine import MailboxMachine, machine_on

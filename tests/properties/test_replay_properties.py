@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from hypothesis.stateful import run_state_machine_as_test
 
-from domain.permissions import ToolCallResume
-from infrastructure.service import MailboxService
+from run_mailbox.domain.permissions import ToolCallResume
+from run_mailbox.infrastructure.service import MailboxService
 from tests.properties._profiles import share
 from tests.properties.replay_machines import (
     CanonicalMachine,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.policies import RETRY_BASE_MS, RETRY_CAP_MS, backoff_delay_ms
+from run_mailbox.domain.policies import RETRY_BASE_MS, RETRY_CAP_MS, backoff_delay_ms
 
 
 def test_the_policy_waits_250_ms_at_first_and_at_most_30_seconds():

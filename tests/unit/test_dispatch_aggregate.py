@@ -6,9 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain import ClaimTokenMismatch, Dispatch, DispatchRecord, DispatchStatus, InvalidTransition, RunStatus
-from domain.dispatch import LEASE_EXHAUSTED_ERROR
-from domain.policies import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
+from run_mailbox.domain import (
+    ClaimTokenMismatch,
+    Dispatch,
+    DispatchRecord,
+    DispatchStatus,
+    InvalidTransition,
+    RunStatus,
+)
+from run_mailbox.domain.dispatch import LEASE_EXHAUSTED_ERROR
+from run_mailbox.domain.policies import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
 
 TOKEN = "claim-1"
 TERMINAL = [DispatchStatus.ACKED, DispatchStatus.CANCELLED, DispatchStatus.SUPERSEDED, DispatchStatus.DEAD_LETTER]

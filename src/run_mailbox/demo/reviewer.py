@@ -15,11 +15,11 @@ import threading
 import time
 from typing import Any, Protocol
 
-from domain.errors import MailboxError
-from domain.run import RunRecord
-from domain.values import RunStatus
-from infrastructure.results import DecisionOutcome, InterruptResult
-from infrastructure.service import MailboxService
+from run_mailbox.domain.errors import MailboxError
+from run_mailbox.domain.run import RunRecord
+from run_mailbox.domain.values import RunStatus
+from run_mailbox.infrastructure.results import DecisionOutcome, InterruptResult
+from run_mailbox.infrastructure.service import MailboxService
 
 ASK_ODDS = 0.15
 """The share of runs that ask for permission on their first attempt."""

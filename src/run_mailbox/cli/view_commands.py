@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infrastructure.cli import app, opened
-from infrastructure.views_host import ViewHost
-from projections import dispatch_queue, permission_resolutions
-from projections.views import ALL_VIEWS
+from run_mailbox.cli.app import app, opened
+from run_mailbox.infrastructure.views_host import ViewHost
+from run_mailbox.projections import dispatch_queue, permission_resolutions
+from run_mailbox.projections.views import ALL_VIEWS
 
 VIEW_NAMES = [view.name for view in ALL_VIEWS]
 

@@ -3,7 +3,7 @@
 What happens to an attempt is decided by its fate, a seeded function of the run and the
 attempt number, so a demo is reproducible (up to thread interleaving) whichever worker
 picks the run up. Some runs first ask for tool permissions (see
-:mod:`infrastructure.demo_reviewer`); each run checkpoints its messages as it goes: the
+:mod:`run_mailbox.demo.reviewer`); each run checkpoints its messages as it goes: the
 user's when it is submitted, the assistant's when it suspends and when it is acked.
 Workers, reviewer and driver count what they did in a shared :class:`Tally`, which the
 demo then checks against the event log.
@@ -22,12 +22,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from domain.dispatch import DispatchRecord
-from domain.errors import DispatchSuperseded, MailboxError
-from domain.permissions import Decision
-from domain.values import DispatchStatus
-from infrastructure.demo_reviewer import Reviewer, count_interrupt, is_resume, permission_tickets
-from infrastructure.service import MailboxService
+from run_mailbox.demo.reviewer import Reviewer, count_interrupt, is_resume, permission_tickets
+from run_mailbox.domain.dispatch import DispatchRecord
+from run_mailbox.domain.errors import DispatchSuperseded, MailboxError
+from run_mailbox.domain.permissions import Decision
+from run_mailbox.domain.values import DispatchStatus
+from run_mailbox.infrastructure.service import MailboxService
 
 LEASE_MS = 200
 """Short, so that a claim abandoned by a dying worker is reclaimed within the demo."""

@@ -1,0 +1,11 @@
+"""The ``mailbox`` console script: the typer app with every command registered."""
+
+from __future__ import annotations
+
+from run_mailbox.cli import demo_command, log_commands, view_commands
+from run_mailbox.cli.app import app
+
+__all__ = ["app", "demo_command", "log_commands", "view_commands"]
+
+if __name__ == "__main__":
+    app()
