@@ -1,5 +1,6 @@
-"""The run mailbox's pure domain model: values, aggregates, events, policies and errors."""
+"""The run mailbox's pure domain model: values, aggregates, events, commands, policies and errors."""
 
+from run_mailbox.domain import event_names  # noqa: F401  (registers the stable stored names first)
 from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
 from run_mailbox.domain.errors import (
     AlreadyExists,

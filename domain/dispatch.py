@@ -13,14 +13,13 @@ from pydantic import model_validator
 
 from run_mailbox.domain.errors import ClaimTokenMismatch, InvalidTransition
 from run_mailbox.domain.ids import dispatch_aggregate_id
-from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.model import Created, MailboxAggregate
 from run_mailbox.domain.policies import backoff_delay_ms
+from run_mailbox.domain.reasons import LEASE_EXHAUSTED
 from run_mailbox.domain.values import DispatchStatus, Millis, RunStatus, Value
 
 QUEUED = DispatchStatus.QUEUED
 CLAIMED = DispatchStatus.CLAIMED
-
-LEASE_EXHAUSTED_ERROR = "lease expired; max attempts reached"
 
 
 class DispatchRecord(Value):
@@ -81,6 +80,7 @@ _CLEARED_RUNTIME: dict[str, Any] = {"instance_id": None, "run_status": None}
 
 
 class Dispatch(MailboxAggregate[DispatchRecord]):
+    TOPIC = "Dispatch"  # its stable stored name (docs/events.md)
     record_type = DispatchRecord
 
     class Event(MailboxAggregate.Event):
@@ -89,38 +89,45 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
         def next_record(self, record: Any) -> Any:
             return self.dispatch
 
-    class RunQueued(Event, MailboxAggregate.Created):
+    class RunQueued(Event, Created):
+        TOPIC = "Dispatch.RunQueued"
         upstream: ClassVar[bool] = True
 
         def apply(self, aggregate: Any) -> None:
             aggregate.record = self.dispatch
 
     class DispatchClaimed(Event):
-        pass
+        TOPIC = "Dispatch.DispatchClaimed"
 
     class LeaseExtended(Event):
-        pass
+        TOPIC = "Dispatch.LeaseExtended"
 
     class RunSubmitted(Event):
+        TOPIC = "Dispatch.RunSubmitted"
         upstream: ClassVar[bool] = True
 
     class DispatchAcked(Event):
-        pass
+        TOPIC = "Dispatch.DispatchAcked"
 
     class RunRescheduled(Event):
+        TOPIC = "Dispatch.RunRescheduled"
         upstream: ClassVar[bool] = True
         reason: Literal["retry_backoff", "expired_lease_reclaimed"]
 
     class DispatchDeadLettered(Event):
+        TOPIC = "Dispatch.DispatchDeadLettered"
         cause: Literal["attempts_exhausted", "lease_expired", "permanent_failure"]
 
     class RunCancelled(Event):
+        TOPIC = "Dispatch.RunCancelled"
         upstream: ClassVar[bool] = True
 
     class RunSuperseded(Event):
+        TOPIC = "Dispatch.RunSuperseded"
         reason: str
 
     class RunInterrupted(Event):
+        TOPIC = "Dispatch.RunInterrupted"
         upstream: ClassVar[bool] = True
         new_epoch: int
 
@@ -232,7 +239,7 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
             )
         attempts = self.record.attempt_count + 1
         if attempts >= self.record.max_attempts:
-            self._dead_letter(now, LEASE_EXHAUSTED_ERROR, "lease_expired", attempt_count=attempts)
+            self._dead_letter(now, LEASE_EXHAUSTED, "lease_expired", attempt_count=attempts)
             return False
         self._requeue(
             now,

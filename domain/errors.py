@@ -147,3 +147,12 @@ class DecisionConflict(IdempotencyConflict):
         MailboxError.__init__(self, f"decision_id={show(decision_id)} was already delivered with different content")
         self.key = decision_id
         self.command = "decide"
+
+
+class ResumeFailed(MailboxError):
+    """The run could not be resumed: its resume dispatch was refused (MailboxResumeFailed is recorded)."""
+
+    def __init__(self, run_id: str, error: str) -> None:
+        self.run_id = run_id
+        self.error = error
+        super().__init__(f"could not queue the resume of run {run_id}: {error}")

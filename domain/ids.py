@@ -6,6 +6,8 @@ store's (originator_id, originator_version) key instead of silently making a sec
 
 from __future__ import annotations
 
+import os
+import time
 from uuid import UUID, uuid5
 
 NAMESPACE = UUID("5b0f3c0e-7d43-5a53-9d0e-6d61696c626f")
@@ -21,3 +23,11 @@ def run_aggregate_id(run_id: str) -> UUID:
 
 def mailbox_aggregate_id(thread_id: str) -> UUID:
     return uuid5(NAMESPACE, f"thread:{thread_id}")
+
+
+def new_id() -> str:
+    """A time-ordered UUIDv7 string (the upstream's id format for dispatches)."""
+    ms = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big") & ((1 << 74) - 1)
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return str(UUID(int=value))

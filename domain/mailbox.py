@@ -12,7 +12,7 @@ from typing import Any
 
 from run_mailbox.domain.errors import DedupeKeyConflict, DuplicateDispatch, InvalidTransition
 from run_mailbox.domain.ids import mailbox_aggregate_id
-from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.model import Created, MailboxAggregate
 from run_mailbox.domain.values import Millis, Value
 
 
@@ -53,9 +53,11 @@ def _without(open_: dict[str, OpenDispatch], *ids: str) -> dict[str, OpenDispatc
 
 
 class ThreadMailbox(MailboxAggregate[MailboxRecord]):
+    TOPIC = "ThreadMailbox"  # its stable stored name (docs/events.md)
     record_type = MailboxRecord
 
-    class MailboxOpened(MailboxAggregate.Created):
+    class MailboxOpened(Created):
+        TOPIC = "ThreadMailbox.MailboxOpened"
         thread_id: str
         now: int
 
@@ -63,6 +65,7 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
             aggregate.record = MailboxRecord(thread_id=self.thread_id, created_at=self.now, updated_at=self.now)
 
     class DispatchAdmitted(MailboxAggregate.Event):
+        TOPIC = "ThreadMailbox.DispatchAdmitted"
         dispatch_id: str
         entry: OpenDispatch
         now: int
@@ -77,6 +80,7 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
             )
 
     class ClaimGranted(MailboxAggregate.Event):
+        TOPIC = "ThreadMailbox.ClaimGranted"
         dispatch_id: str
         now: int
 
@@ -86,6 +90,8 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
 
     class ClaimReleased(MailboxAggregate.Event):
         """The claimed dispatch left Claimed: requeued at ``requeue_at``, or closed if None."""
+
+        TOPIC = "ThreadMailbox.ClaimReleased"
 
         dispatch_id: str
         requeue_at: int | None
@@ -104,6 +110,8 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
     class DispatchWithdrawn(MailboxAggregate.Event):
         """A queued dispatch was cancelled."""
 
+        TOPIC = "ThreadMailbox.DispatchWithdrawn"
+
         dispatch_id: str
         now: int
 
@@ -112,6 +120,8 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
 
     class EpochAdvanced(MailboxAggregate.Event):
         """An interrupt: queued dispatches superseded, the claimed one fenced lazily."""
+
+        TOPIC = "ThreadMailbox.EpochAdvanced"
 
         new_epoch: int
         superseded: list[str]

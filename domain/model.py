@@ -2,6 +2,12 @@
 
 Every aggregate keeps its whole state in ``record``, one frozen pydantic model, so that a
 snapshot is the record's JSON and a query result is the record itself.
+
+Stored events outlive the code. Each event class has a ``class_version`` (1 until its stored
+shape changes); when it changes, the class gains ``upcast_v<N>_v<N+1>(state)``, a static method
+that rewrites a stored state of version N (a dict, in place) to version N+1, and the mapper runs
+the chain on every older event it reads. A record embedded in snapshots does the same with
+``record_version`` and ``upcast_record_v<N>_v<N+1>`` on its aggregate class. See docs/events.md.
 """
 
 from __future__ import annotations
@@ -42,7 +48,11 @@ class DomainEvent(BaseModel):
     originator_version: int
     timestamp: datetime
 
+    TOPIC: ClassVar[str]
+    """The event's stable stored name, ``<Aggregate>.<Event>``: it never changes, whatever the class is called."""
     upstream: ClassVar[bool] = False
+    class_version: ClassVar[int] = 1
+    """The version of this event's stored shape (see the module docstring)."""
 
     @classmethod
     def kind(cls) -> str:
@@ -51,6 +61,8 @@ class DomainEvent(BaseModel):
 
 class Snapshot(DomainEvent, CanSnapshotAggregate[UUID]):
     """The record of an aggregate at a version, as JSON."""
+
+    TOPIC = "Snapshot"
 
     topic: str
     state: dict[str, Any]
@@ -62,7 +74,7 @@ class Snapshot(DomainEvent, CanSnapshotAggregate[UUID]):
             originator_version=aggregate.version,
             timestamp=aggregate.modified_on,
             topic=get_topic(type(aggregate)),
-            state={"record": aggregate.record.model_dump(mode="json")},
+            state={"record": aggregate.record.model_dump(mode="json"), "record_version": aggregate.record_version},
         )
 
     def mutate(self, _: Any) -> Any:
@@ -73,14 +85,38 @@ class Snapshot(DomainEvent, CanSnapshotAggregate[UUID]):
             originator_version=self.originator_version,
             timestamp=self.timestamp,
         )
-        aggregate.record = cls.record_type.model_validate(self.state["record"])
+        record = self.state["record"]
+        stored = int(self.state.get("record_version", 1))
+        if stored != cls.record_version:
+            record = upcast(cls, "upcast_record", dict(record), stored, cls.record_version, what=f"{self.topic} record")
+        aggregate.record = cls.record_type.model_validate(record)
         return aggregate
+
+
+class NewerThanThisCode(ValueError):
+    """A stored state was written by a newer version of run-mailbox than the one reading it."""
+
+
+def upcast(owner: Any, prefix: str, state: dict[str, Any], stored: int, current: int, *, what: str) -> dict[str, Any]:
+    """Rewrites ``state`` of version ``stored`` to version ``current`` with ``owner``'s
+    ``<prefix>_v<N>_v<N+1>`` static methods, in order."""
+    if stored > current:
+        raise NewerThanThisCode(
+            f"{what} is stored at version {stored}, but this code reads versions up to {current}: upgrade run-mailbox"
+        )
+    for version in range(stored, current):
+        getattr(owner, f"{prefix}_v{version}_v{version + 1}")(state)
+    return state
 
 
 class MailboxAggregate(BaseAggregate[UUID], Generic[R]):
     """An aggregate whose state is one frozen pydantic record."""
 
+    TOPIC: ClassVar[str]
+    """The aggregate's stable name: stored in snapshots and creation events instead of a module path."""
     record_type: ClassVar[type[BaseModel]]
+    record_version: ClassVar[int] = 1
+    """The version of the record's stored shape in snapshots (see the module docstring)."""
     record: R
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
@@ -90,9 +126,6 @@ class MailboxAggregate(BaseAggregate[UUID], Generic[R]):
         def next_record(self, record: Any) -> Any:
             return record
 
-    class Created(Event, CanInitAggregate[UUID]):
-        originator_topic: str
-
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         kwargs.setdefault("timestamp", at(_domain_time(kwargs)))
         super().trigger_event(event_class, **kwargs)
@@ -100,3 +133,10 @@ class MailboxAggregate(BaseAggregate[UUID], Generic[R]):
     @classmethod
     def _create_at(cls, event_class: Any, **kwargs: Any) -> Self:
         return cls._create(event_class, timestamp=at(_domain_time(kwargs)), **kwargs)
+
+
+class Created(MailboxAggregate.Event, CanInitAggregate[UUID]):
+    """Base of the event that creates an aggregate (kept outside the aggregate classes, so the library
+    defines no unnamed ``Created`` event on each of them)."""
+
+    originator_topic: str

@@ -9,7 +9,7 @@ from pydantic import JsonValue
 from run_mailbox.domain.errors import InvalidArgument, InvalidTransition
 from run_mailbox.domain.ids import run_aggregate_id
 from run_mailbox.domain.messages import MessageSeqRange
-from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.model import Created, MailboxAggregate
 from run_mailbox.domain.permissions import Decision, DeliveryPath, ToolCallResume, ToolTicket
 from run_mailbox.domain.values import Millis, RunStatus, TerminationReason, Value
 
@@ -57,6 +57,7 @@ class RunRecord(Value):
 
 
 class Run(MailboxAggregate[RunRecord]):
+    TOPIC = "Run"  # its stable stored name (docs/events.md)
     record_type = RunRecord
 
     class Event(MailboxAggregate.Event):
@@ -66,7 +67,8 @@ class Run(MailboxAggregate[RunRecord]):
         thread_id: str
         now: int
 
-    class RunCreated(Event, MailboxAggregate.Created):
+    class RunCreated(Event, Created):
+        TOPIC = "Run.RunCreated"
         agent_id: str
         dispatch_id: str
 
@@ -81,6 +83,7 @@ class Run(MailboxAggregate[RunRecord]):
             )
 
     class RunStarted(Event):
+        TOPIC = "Run.RunStarted"
         dispatch_id: str
 
         def next_record(self, record: Any) -> Any:
@@ -97,6 +100,8 @@ class Run(MailboxAggregate[RunRecord]):
     class RunFinished(Event):
         """The run is done for a reason the mailbox decided (ack, cancel, supersede, exhaustion)."""
 
+        TOPIC = "Run.RunFinished"
+
         dispatch_id: str | None
         termination: TerminationReason
         error: str | None = None
@@ -106,6 +111,8 @@ class Run(MailboxAggregate[RunRecord]):
 
     class RunErrored(Event):
         """The host reported a permanent failure; payload is the upstream RunFinish shape."""
+
+        TOPIC = "Run.RunErrored"
 
         upstream: ClassVar[bool] = True
         dispatch_id: str | None
@@ -117,6 +124,8 @@ class Run(MailboxAggregate[RunRecord]):
 
     class RunSuspended(Event):
         """The run waits for tool-permission decisions; its dispatch was acked."""
+
+        TOPIC = "Run.RunSuspended"
 
         dispatch_id: str
         tickets: list[ToolTicket]
@@ -134,6 +143,8 @@ class Run(MailboxAggregate[RunRecord]):
     class MailboxDecisionReceived(Event):
         """A decision was accepted; ``dispatch_id`` names the resume dispatch once the last
         pending ticket is decided (spec Z12), else the run's current dispatch."""
+
+        TOPIC = "Run.MailboxDecisionReceived"
 
         upstream: ClassVar[bool] = True
         dispatch_id: str | None
@@ -173,6 +184,8 @@ class Run(MailboxAggregate[RunRecord]):
     class ToolPermissionResolved(Event):
         """Follows MailboxDecisionReceived when ``result.approved`` is a JSON boolean."""
 
+        TOPIC = "Run.ToolPermissionResolved"
+
         upstream: ClassVar[bool] = True
         dispatch_id: str | None
         tool_call_id: str
@@ -187,6 +200,8 @@ class Run(MailboxAggregate[RunRecord]):
     class MailboxResumeFailed(Event):
         """The resume dispatch could not be queued; the decision was not accepted."""
 
+        TOPIC = "Run.MailboxResumeFailed"
+
         upstream: ClassVar[bool] = True
         dispatch_id: str
         dispatch_epoch: int
@@ -197,6 +212,7 @@ class Run(MailboxAggregate[RunRecord]):
         decisions: list[dict[str, Any]]
 
     class ThreadMessagesCheckpointed(Event):
+        TOPIC = "Run.ThreadMessagesCheckpointed"
         upstream: ClassVar[bool] = True
         message_seq_start: int
         message_seq_end: int

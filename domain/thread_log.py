@@ -16,7 +16,7 @@ from pydantic import JsonValue
 from run_mailbox.domain.errors import InvalidArgument
 from run_mailbox.domain.ids import NAMESPACE
 from run_mailbox.domain.messages import Message
-from run_mailbox.domain.model import MailboxAggregate
+from run_mailbox.domain.model import Created, MailboxAggregate
 from run_mailbox.domain.values import Millis, Value
 
 
@@ -49,9 +49,11 @@ class CommittedMessage(Value):
 
 
 class ThreadMessage(MailboxAggregate[CommittedMessage]):
+    TOPIC = "ThreadMessage"  # its stable stored name (docs/events.md)
     record_type = CommittedMessage
 
-    class MessageCommitted(MailboxAggregate.Created):
+    class MessageCommitted(Created):
+        TOPIC = "ThreadMessage.MessageCommitted"
         upstream: ClassVar[bool] = True
         message: CommittedMessage
         now: int
@@ -73,9 +75,11 @@ class ThreadMessage(MailboxAggregate[CommittedMessage]):
 
 
 class ThreadLog(MailboxAggregate[ThreadLogRecord]):
+    TOPIC = "ThreadLog"  # its stable stored name (docs/events.md)
     record_type = ThreadLogRecord
 
-    class ThreadLogOpened(MailboxAggregate.Created):
+    class ThreadLogOpened(Created):
+        TOPIC = "ThreadLog.ThreadLogOpened"
         thread_id: str
         now: int
 
@@ -83,6 +87,7 @@ class ThreadLog(MailboxAggregate[ThreadLogRecord]):
             aggregate.record = ThreadLogRecord(thread_id=self.thread_id, updated_at=self.now)
 
     class MessagesAppended(MailboxAggregate.Event):
+        TOPIC = "ThreadLog.MessagesAppended"
         run_id: str
         first: int
         last: int

@@ -77,16 +77,29 @@ class TerminationReason(Value):
 # ---------------------------------------------------------------- argument checks
 
 
+def text_problem(value: str, *, max_length: int = MAX_TEXT_LENGTH) -> str | None:
+    """Why ``value`` cannot be stored as text (None when it can): blank, too long, a NUL
+    character (Postgres text refuses it) or a lone surrogate (not encodable as UTF-8)."""
+    if len(value) > max_length:
+        return f"must be at most {max_length} characters"
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "must not contain lone surrogates (not valid UTF-8)"
+    if not value.strip():
+        return "must not be empty or blank"
+    return None
+
+
 def check_text(field: str, value: Any, *, max_length: int = MAX_TEXT_LENGTH) -> str:
-    """A non-blank string without NUL bytes, at most ``max_length`` characters."""
+    """A non-blank string without NUL or lone surrogates, at most ``max_length`` characters."""
     if not isinstance(value, str):
         raise InvalidArgument(field, value, "must be a string")
-    if "\x00" in value:
-        raise InvalidArgument(field, value, "must not contain NUL bytes")
-    if len(value) > max_length:
-        raise InvalidArgument(field, value, f"must be at most {max_length} characters")
-    if not value.strip():
-        raise InvalidArgument(field, value, "must not be empty or blank")
+    problem = text_problem(value, max_length=max_length)
+    if problem is not None:
+        raise InvalidArgument(field, value, problem)
     return value
 
 

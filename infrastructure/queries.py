@@ -1,4 +1,5 @@
-"""Read-side queries of the service: records, per-thread listings, counts, canonical export."""
+"""Read-side queries of the service: records (optionally at a version), per-thread listings,
+counts and the canonical export."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.persistence import Mapper
 
 from run_mailbox.domain import policies
 from run_mailbox.domain.dispatch import DispatchRecord
@@ -16,64 +18,89 @@ from run_mailbox.domain.mailbox import MailboxRecord
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.run import RunRecord
 from run_mailbox.domain.values import DispatchStatus, check_id, check_int
-from run_mailbox.infrastructure.command_base import CommandBase
+from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.projections.canonical import CanonicalEvent, render
 
-_EXPORT_PAGE = 1000
+EXPORT_PAGE = 1000
 
 
-class MailboxQueries(CommandBase):
-    def _get_record(self, aggregate_id: UUID, version: int | None = None, *, snapshotted: bool = True) -> Any:
-        repository = self.repository if snapshotted else self.unsnapshotted
+class MailboxQueries:
+    def __init__(
+        self,
+        *,
+        repository: Repository[UUID],
+        unsnapshotted: Repository[UUID],
+        recorder: Any,
+        mapper: Mapper[UUID],
+        clock: Any,
+    ) -> None:
+        self._repository = repository
+        self._unsnapshotted = unsnapshotted
+        self._recorder = recorder
+        self._tables: MailboxTables = recorder
+        self._mapper = mapper
+        self._clock = clock
+
+    def _get_record(self, aggregate_id: UUID, version: int | None, *, snapshotted: bool = True) -> Any:
+        if version is not None:
+            check_int("version", version, low=1, high=2**62)
+        repository = self._repository if snapshotted else self._unsnapshotted
         try:
             return repository.get(aggregate_id, version=version).record
         except AggregateNotFoundError:
             return None
 
     def get_dispatch(self, dispatch_id: str, *, version: int | None = None) -> DispatchRecord:
+        """The dispatch's record (at its ``version``, for time travel); DispatchNotFound if none."""
         check_id("dispatch_id", dispatch_id)
         record = self._get_record(dispatch_aggregate_id(dispatch_id), version, snapshotted=False)
         if record is None:
             raise DispatchNotFound(dispatch_id)
-        return record  # type: ignore[no-any-return]
+        return cast(DispatchRecord, record)
 
     def get_run(self, run_id: str, *, version: int | None = None) -> RunRecord:
+        """The run's record (at its ``version``, for time travel); RunNotFound if none."""
         check_id("run_id", run_id)
         record = self._get_record(run_aggregate_id(run_id), version)
         if record is None:
             raise RunNotFound(run_id)
-        return record  # type: ignore[no-any-return]
+        return cast(RunRecord, record)
 
     def get_mailbox(self, thread_id: str, *, version: int | None = None) -> MailboxRecord | None:
+        """The thread's mailbox (epoch, open dispatches), or None for a thread never used."""
         check_id("thread_id", thread_id)
-        return self._get_record(mailbox_aggregate_id(thread_id), version)  # type: ignore[no-any-return]
+        return cast(MailboxRecord | None, self._get_record(mailbox_aggregate_id(thread_id), version))
 
     def thread_epoch(self, thread_id: str) -> int:
+        """The thread's dispatch epoch (0 for a thread never interrupted)."""
         mailbox = self.get_mailbox(thread_id)
         return 0 if mailbox is None else mailbox.epoch
 
     def list_dispatches(self, thread_id: str, *, status: DispatchStatus | None = None) -> list[DispatchRecord]:
         """The thread's dispatches in claim order (priority, then age)."""
         check_id("thread_id", thread_id)
-        records = [self.get_dispatch(row.dispatch_id) for row in self.tables.thread_dispatches(thread_id)]
+        records = [self.get_dispatch(row.dispatch_id) for row in self._tables.thread_dispatches(thread_id)]
         return [r for r in records if status is None or r.status is status]
 
     def count_by_status(self) -> dict[str, int]:
+        """Dispatches by status (every status present)."""
         counts = {s.value: 0 for s in DispatchStatus}
-        counts.update(self.tables.count_by_status())
+        counts.update(self._tables.count_by_status())
         return counts
 
     def queued_thread_ids(self) -> list[str]:
-        return sorted({row.thread_id for row in self.tables.all_dispatches() if row.status == "queued"})
+        """Threads with a queued dispatch."""
+        return sorted({row.thread_id for row in self._tables.all_dispatches() if row.status == "queued"})
 
     def list_terminal_dispatches(self, *, limit: int = 100, offset: int = 0) -> list[DispatchRecord]:
-        rows = [r for r in self.tables.all_dispatches() if DispatchStatus(r.status).is_terminal]
+        """Dispatches in a terminal status (acked, cancelled, superseded, dead-lettered), by id."""
+        rows = [r for r in self._tables.all_dispatches() if DispatchStatus(r.status).is_terminal]
         return [self.get_dispatch(r.dispatch_id) for r in rows[offset : offset + limit]]
 
     def ready_dispatch_ids(self, *, now: int | None = None, limit: int = 100) -> Sequence[str]:
-        return [row.dispatch_id for row in self.tables.ready_dispatches(self._now(now), limit)]
-
-    # ================================================================== canonical export
+        """Dispatches a claim could take at ``now`` (default: the clock), in claim order."""
+        at = self._clock() if now is None else now
+        return [row.dispatch_id for row in self._tables.ready_dispatches(at, limit)]
 
     def canonical_events(
         self, *, after: int = 0, limit: int = 500, upstream_only: bool = False
@@ -87,19 +114,19 @@ class MailboxQueries(CommandBase):
         check_int("after", after, low=0, high=2**63 - 1)
         check_int("limit", limit, low=1, high=policies.MAX_BATCH_LIMIT)
         rendered = []
-        for notification in self.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False):
-            envelope = render(cast(DomainEvent, self.mapper.to_domain_event(notification)), notification.id)
+        for notification in self._recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False):
+            envelope = render(cast(DomainEvent, self._mapper.to_domain_event(notification)), notification.id)
             if envelope is not None and (envelope.upstream or not upstream_only):
                 rendered.append(envelope)
         return rendered
 
     def iter_canonical_events(self, *, after: int = 0, upstream_only: bool = False) -> Iterator[CanonicalEvent]:
         """Every canonical envelope after position ``after``, up to the log's end when called, page by page."""
-        end = self.recorder.max_notification_id() or 0
+        end = self._recorder.max_notification_id() or 0
         position = after
         while position < end:
-            page = self.canonical_events(after=position, limit=_EXPORT_PAGE, upstream_only=upstream_only)
+            page = self.canonical_events(after=position, limit=EXPORT_PAGE, upstream_only=upstream_only)
             yield from page
-            # A page holds at most _EXPORT_PAGE notifications, all after ``position``: when none
-            # rendered, every notification up to position + _EXPORT_PAGE has been read.
-            position = page[-1].position if page else position + _EXPORT_PAGE
+            # A page holds at most EXPORT_PAGE notifications, all after ``position``: when none
+            # rendered, every notification up to position + EXPORT_PAGE has been read.
+            position = page[-1].position if page else position + EXPORT_PAGE

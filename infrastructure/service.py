@@ -1,34 +1,50 @@
-"""MailboxService: the eventsourcing Application that runs every mailbox command.
+"""MailboxService: the eventsourcing Application every host embeds.
 
-The commands live in groups (dispatch, permission, checkpoint commands and the queries);
-this module composes them and chooses the persistence from the environment.
+Each command is a method named after its model (``submit`` runs ``Submit``, ...): the method takes
+exactly the model's arguments, builds it (a bad argument raises InvalidArgument naming it) and runs
+it in one transaction through the :class:`CommandRunner`. Queries read records, the dispatch index
+and the log. Persistence is chosen from the environment, as the eventsourcing library does it.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import Application, Repository
 from eventsourcing.popo import POPOFactory
 from eventsourcing.utils import get_topic
 
+from run_mailbox.domain import commands as c
+from run_mailbox.domain.ids import new_id
 from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.model import Snapshot
+from run_mailbox.domain.results import RepairReport
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog
-from run_mailbox.infrastructure.checkpoint_commands import CheckpointCommands
-from run_mailbox.infrastructure.command_base import MAX_CONFLICT_RETRIES, Clock, wall_clock_ms
-from run_mailbox.infrastructure.permission_commands import PermissionCommands
+from run_mailbox.infrastructure.command_runner import MAX_CONFLICT_RETRIES, Clock, CommandRunner
+from run_mailbox.infrastructure.delegates import command, delegate
 from run_mailbox.infrastructure.persistence.mapper import PydanticMapper
 from run_mailbox.infrastructure.persistence.memory import MemoryMailboxRecorder
+from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.infrastructure.queries import MailboxQueries
+from run_mailbox.infrastructure.repair import repair_checkpoints
 from run_mailbox.infrastructure.settings import resolve_env
 
+R = TypeVar("R")
 
-class MailboxService(PermissionCommands, CheckpointCommands, MailboxQueries, Application[UUID]):
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MailboxService(Application[UUID]):
+    """The run mailbox. ``env`` chooses the persistence (see ``run_mailbox.infrastructure.settings``;
+    in memory by default), ``clock`` returns the time in milliseconds (for tests and replays), and
+    ``id_factory`` makes the ids the mailbox generates (UUIDv7 strings by default)."""
+
     name = "MailboxService"
     env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(PydanticMapper)}
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {ThreadMailbox: 50, Run: 50, ThreadLog: 50}
@@ -40,15 +56,81 @@ class MailboxService(PermissionCommands, CheckpointCommands, MailboxQueries, App
         clock: Clock | None = None,
         *,
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
+        id_factory: Callable[[], str] = new_id,
     ) -> None:
         super().__init__(resolve_env(env))
         self.clock: Clock = clock or wall_clock_ms
-        self.max_conflict_retries = max_conflict_retries
         self.unsnapshotted = Repository(event_store=self.events)
-        self._tx_lock = threading.Lock()
-        self._tx_count = 0
+        self.runner = CommandRunner(
+            repository=self.repository,
+            unsnapshotted=self.unsnapshotted,
+            tables=self.tables,
+            save=self.save,
+            clock=self.clock,
+            new_id=id_factory,
+            max_conflict_retries=max_conflict_retries,
+        )
+        self.queries = MailboxQueries(
+            repository=self.repository,
+            unsnapshotted=self.unsnapshotted,
+            recorder=self.recorder,
+            mapper=self.mapper,
+            clock=self.clock,
+        )
 
     def construct_recorder(self) -> Any:
         if isinstance(self.factory, POPOFactory):
             return MemoryMailboxRecorder()
         return super().construct_recorder()
+
+    @property
+    def tables(self) -> MailboxTables:
+        """The recorder's side tables: the idempotency keys and the dispatch index."""
+        return cast(MailboxTables, self.recorder)
+
+    @property
+    def transactions(self) -> int:
+        """Transactions this instance committed (for benchmarks and tests)."""
+        return self.runner.transactions
+
+    def execute(self, cmd: c.Command[R]) -> R:
+        """Runs one command in one transaction and returns its result."""
+        return self.runner.run(cmd)
+
+    # ------------------------------------------------------------------ commands
+
+    submit = command(c.Submit)
+    cancel = command(c.Cancel)
+    interrupt = command(c.Interrupt)
+    claim = command(c.Claim)
+    claim_dispatch = command(c.ClaimDispatch)
+    claim_next = command(c.ClaimNext)
+    extend_lease = command(c.ExtendLease)
+    reclaim_expired_leases = command(c.ReclaimExpiredLeases)
+    record_start = command(c.RecordStart)
+    ack = command(c.Ack)
+    nack = command(c.Nack)
+    dead_letter = command(c.DeadLetter)
+    suspend = command(c.Suspend)
+    decide = command(c.Decide)
+    finish_run = command(c.FinishRun)
+    commit_messages = command(c.CommitMessages)
+
+    def repair_checkpoints(self) -> RepairReport:
+        """Re-derives from the log the checkpoint ranges a host must have seen, and records any
+        that is missing (none is, when every commit went through ``commit_messages``)."""
+        return repair_checkpoints(self.recorder, self.mapper, self.execute)
+
+    # ------------------------------------------------------------------ queries
+
+    get_dispatch = delegate("queries", MailboxQueries.get_dispatch)
+    get_run = delegate("queries", MailboxQueries.get_run)
+    get_mailbox = delegate("queries", MailboxQueries.get_mailbox)
+    thread_epoch = delegate("queries", MailboxQueries.thread_epoch)
+    list_dispatches = delegate("queries", MailboxQueries.list_dispatches)
+    count_by_status = delegate("queries", MailboxQueries.count_by_status)
+    queued_thread_ids = delegate("queries", MailboxQueries.queued_thread_ids)
+    list_terminal_dispatches = delegate("queries", MailboxQueries.list_terminal_dispatches)
+    ready_dispatch_ids = delegate("queries", MailboxQueries.ready_dispatch_ids)
+    canonical_events = delegate("queries", MailboxQueries.canonical_events)
+    iter_canonical_events = delegate("queries", MailboxQueries.iter_canonical_events)

@@ -1,7 +1,14 @@
-"""One command's view of the aggregates it reads and changes, saved in one transaction."""
+"""One command's view of the aggregates it reads and changes, saved in one transaction.
+
+A unit of work lives for one attempt of one command: it loads each aggregate at most once,
+remembers the versions it read (so a refusal resting on a stale read can be retried), and hands
+the changed aggregates to the runner's ``save``. ``now`` is the command's time, ``tables`` the
+recorder's side tables, ``ids`` the ids the command generates (the same on every attempt).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -13,16 +20,40 @@ from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, 
 from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog, ThreadMessage, message_aggregate_id, thread_log_id
+from run_mailbox.infrastructure.persistence.rows import MailboxTables
 
 A = TypeVar("A")
 
 
+class GeneratedIds:
+    """Ids a command generates, by purpose: each is made once and kept for every attempt."""
+
+    def __init__(self, factory: Callable[[], str]) -> None:
+        self._factory = factory
+        self._made: dict[str, str] = {}
+
+    def __call__(self, purpose: str) -> str:
+        if purpose not in self._made:
+            self._made[purpose] = self._factory()
+        return self._made[purpose]
+
+
 class UnitOfWork:
     def __init__(
-        self, repository: Repository[UUID], attempt: int = 0, unsnapshotted: Repository[UUID] | None = None
+        self,
+        repository: Repository[UUID],
+        *,
+        now: int,
+        tables: MailboxTables,
+        ids: GeneratedIds,
+        attempt: int = 0,
+        unsnapshotted: Repository[UUID] | None = None,
     ) -> None:
         self._repository = repository
         self._unsnapshotted = unsnapshotted or repository
+        self.now = now
+        self.tables = tables
+        self.ids = ids
         self.attempt = attempt
         """0 on the first try; a retry after a conflict may check what the first try assumed."""
         self._aggregates: dict[UUID, Any] = {}
@@ -47,9 +78,9 @@ class UnitOfWork:
         self._loaded_versions[aggregate_id] = cast(Any, aggregate).version
         return aggregate
 
-    def add(self, aggregate: Any) -> Any:
-        self._missing.discard(aggregate.id)
-        self._aggregates[aggregate.id] = aggregate
+    def add(self, aggregate: A) -> A:
+        self._missing.discard(cast(Any, aggregate).id)
+        self._aggregates[cast(Any, aggregate).id] = aggregate
         return aggregate
 
     def find_dispatch(self, dispatch_id: str) -> Dispatch | None:
@@ -73,20 +104,20 @@ class UnitOfWork:
     def find_mailbox(self, thread_id: str) -> ThreadMailbox | None:
         return self._find(mailbox_aggregate_id(thread_id), ThreadMailbox)
 
-    def mailbox(self, thread_id: str, now: int) -> ThreadMailbox:
+    def mailbox(self, thread_id: str) -> ThreadMailbox:
         """The thread's mailbox, opened (as a pending creation) if it has none yet."""
         found = self.find_mailbox(thread_id)
         if found is None:
-            found = self.add(ThreadMailbox.open_for(thread_id=thread_id, now=now))
+            found = self.add(ThreadMailbox.open_for(thread_id=thread_id, now=self.now))
         return found
 
     def find_thread_log(self, thread_id: str) -> ThreadLog | None:
         return self._find(thread_log_id(thread_id), ThreadLog)
 
-    def thread_log(self, thread_id: str, now: int) -> ThreadLog:
+    def thread_log(self, thread_id: str) -> ThreadLog:
         found = self.find_thread_log(thread_id)
         if found is None:
-            found = self.add(ThreadLog.open_for(thread_id=thread_id, now=now))
+            found = self.add(ThreadLog.open_for(thread_id=thread_id, now=self.now))
         return found
 
     def find_message(self, thread_id: str, message_id: str) -> ThreadMessage | None:

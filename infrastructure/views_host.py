@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
@@ -47,7 +47,7 @@ class DecodedSubscription:
 
     def __iter__(self) -> Iterator[Pair]:
         for notification in self._subscription:
-            yield notification.id, self._service.mapper.to_domain_event(notification)
+            yield notification.id, cast(DomainEvent, self._service.mapper.to_domain_event(notification))
 
     def stop(self) -> None:
         self._stopped.set()
@@ -80,7 +80,7 @@ class ViewHost:
     def _store_for(self, view: View) -> ViewStore:
         factory = self.service.factory
         if isinstance(factory, PostgresFactory):
-            datastore = self.service.recorder.datastore
+            datastore = cast(Any, self.service.recorder).datastore
             return PostgresViewStore(view, datastore.pool, schema=datastore.schema, prefix=PREFIX)
         if isinstance(factory, SQLiteFactory):
             events_file = Path(self.service.env.get("SQLITE_DBNAME") or "mailbox.db")
@@ -94,7 +94,7 @@ class ViewHost:
 
     def read_page(self, after: int, limit: int) -> list[Pair]:
         notifications = self.service.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
-        return [(n.id, self.service.mapper.to_domain_event(n)) for n in notifications]
+        return [(n.id, cast(DomainEvent, self.service.mapper.to_domain_event(n))) for n in notifications]
 
     def runner(self, name: str) -> ViewRunner:
         return ViewRunner(self.store(name), self.read_page, self.batch_size)

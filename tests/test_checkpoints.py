@@ -219,11 +219,11 @@ def test_an_expected_first_seq_that_would_leave_a_gap_or_overlap_is_refused(serv
     [
         ([], "messages"),
         ("m1", "messages"),
-        ([msg(" ")], "messages.message_id"),
-        ([msg("")], "messages.message_id"),
+        ([msg(" ")], "messages[0].message_id"),
+        ([msg("")], "messages[0].message_id"),
         ([msg("m1"), msg("m1", "assistant")], "messages"),
-        ([msg("m1", "robot")], "messages"),
-        ([{"message_id": "m1", "role": "user", "content": [{"type": "smell"}]}], "messages"),
+        ([msg("m1", "robot")], "messages[0].role"),
+        ([{"message_id": "m1", "role": "user", "content": [{"type": "smell"}]}], "messages[0].content[0]"),
     ],
     ids=["empty", "not-a-list", "blank-id", "empty-id", "duplicate-ids", "unknown-role", "unknown-block"],
 )

@@ -156,7 +156,7 @@ def test_export_upstream_only_and_after_select_a_suffix_of_the_upstream_kinds(ru
 def test_export_pages_through_a_log_longer_than_one_page(runner, db, monkeypatch):
     """Pages that render nothing (mailbox bookkeeping only) must not end the export early."""
     whole = json_lines(runner.invoke(app, ["--db", str(db), "export"]).stdout)
-    monkeypatch.setattr(queries, "_EXPORT_PAGE", 1)
+    monkeypatch.setattr(queries, "EXPORT_PAGE", 1)
     paged = json_lines(runner.invoke(app, ["--db", str(db), "export"]).stdout)
     assert paged == whole
 

@@ -21,9 +21,9 @@ from run_mailbox.domain import (
     RunNotFound,
     RunStatus,
 )
-from run_mailbox.domain.errors import DecisionConflict
+from run_mailbox.domain.errors import DecisionConflict, ResumeFailed
 from run_mailbox.domain.permissions import ToolCallResume, ToolTicket
-from run_mailbox.infrastructure.permission_commands import RUN_FINISHED_FIRST, ResumeFailed
+from run_mailbox.domain.reasons import RUN_FINISHED_FIRST
 
 T = "thread-1"
 R = "run-1"
@@ -194,7 +194,7 @@ def test_the_only_pending_decision_queues_a_resume_dispatch_for_the_same_run(ser
         "pending_tool_calls": [],
         "resume_dispatch_id": resumed.dispatch_id,
     }
-    assert kinds(service, after=head) == ["RunQueued", "MailboxDecisionReceived", "ToolPermissionResolved"]
+    assert kinds(service, after=head) == ["MailboxDecisionReceived", "ToolPermissionResolved", "RunQueued"]
     received = of_kind(service, "MailboxDecisionReceived")[0]
     assert received.payload["dispatch_id"] == resumed.dispatch_id
     assert of_kind(service, "RunQueued")[-1].payload["run_id"] == R
@@ -373,7 +373,7 @@ def test_a_cancel_action_resumes_the_run_without_a_permission_resolution(service
     head = log_length(service)
     outcome = service.decide(R, "tc-1", {"decision_id": "dec-c", "action": "cancel", "reason": "user aborted"})
     assert (outcome.action, outcome.approved) == ("cancel", None)
-    assert kinds(service, after=head) == ["RunQueued", "MailboxDecisionReceived"]
+    assert kinds(service, after=head) == ["MailboxDecisionReceived", "RunQueued"]
     assert service.get_dispatch(outcome.resume_dispatch_id).status is DispatchStatus.QUEUED
     start(service)
     assert service.get_run(R).status is RunStatus.RUNNING
@@ -491,7 +491,7 @@ def test_a_tool_call_decided_under_another_decision_id_is_refused(service):
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [
-        ({"resume": {"decision_id": "dec-1", "action": "approve"}}, "resume"),
+        ({"resume": {"decision_id": "dec-1", "action": "approve"}}, "resume.action"),
         ({"resume": {"decision_id": " ", "action": "resume"}}, "resume.decision_id"),
         ({"resume": approve("dec-1"), "delivery_path": "carrier_pigeon"}, "delivery_path"),
         ({"resume": approve("dec-1"), "tool_call_id": ""}, "tool_call_id"),

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from run_mailbox.domain.commands import Command
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.mailbox import ThreadMailbox
-from run_mailbox.infrastructure import command_base
-from run_mailbox.infrastructure.dispatch_commands import DispatchCommands
-from run_mailbox.infrastructure.idempotency import command_digest
+from run_mailbox.infrastructure.handlers import claiming, fence, outcomes, permissions
 from run_mailbox.projections import run_status
 from tests.properties.mailbox_machine import MailboxMachine
 from tests.properties.replay_machines import RedeliveryMachine, ReissueMachine
@@ -60,7 +59,14 @@ def test_a_claim_that_ignores_the_thread_s_claimed_dispatch_is_caught(monkeypatc
 
 def test_an_owner_write_that_skips_the_epoch_fence_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bug: after an interrupt, the claim's owner writes as if nothing happened (no lazy fence)."""
-    monkeypatch.setattr(DispatchCommands, "_fence", lambda self, uow, dispatch, command, at: False)
+
+    def never_fenced(*args: Any) -> bool:
+        return False
+
+    for module in (claiming, outcomes, permissions, fence):
+        for name in ("fence", "owner_fenced"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, never_fenced)
     with pytest.raises(AssertionError, match=r"DispatchSuperseded|returned True"):
         run_state_machine_as_test(MailboxMachine, settings=HUNT)
 
@@ -69,9 +75,11 @@ def test_an_idempotency_digest_that_ignores_an_argument_is_caught(monkeypatch: p
     """Bug: the digest leaves out dispatch_id, so a re-issue for another dispatch replays the
     first result instead of raising IdempotencyConflict."""
 
-    def digest_without_dispatch_id(command: str, params: dict[str, Any]) -> str:
-        return command_digest(command, {k: v for k, v in params.items() if k != "dispatch_id"})
+    params = Command.params
 
-    monkeypatch.setattr(command_base, "command_digest", digest_without_dispatch_id)
+    def params_without_dispatch_id(self: Command[Any]) -> dict[str, Any]:
+        return {k: v for k, v in params(self).items() if k != "dispatch_id"}
+
+    monkeypatch.setattr(Command, "params", params_without_dispatch_id)
     with pytest.raises(AssertionError, match="expected a refusal: IdempotencyConflict"):
         run_state_machine_as_test(ReissueMachine, settings=HUNT)

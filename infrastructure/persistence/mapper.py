@@ -1,37 +1,54 @@
-"""A mapper that stores pydantic domain events as their JSON and rebuilds them by topic.
+"""Stores pydantic domain events under stable names with a schema version, and reads them back
+through the upcasters of their class.
 
-eventsourcing 9.5 ships no pydantic mapper; this one skips the library's transcoder
-(pydantic writes and parses JSON itself, faster than a dict round trip) but still honours
-a configured compressor and cipher.
+A stored event's topic is its stable name (``Dispatch.DispatchClaimed``, see
+``run_mailbox.domain.event_names``) and its state is the event's JSON with the version of its
+stored shape first: ``{"v":1,"originator_id":...}``. Reading an event of the current version
+parses the JSON straight into the event class (the version prefix cut off); an older one is
+parsed to a dict, upcast step by step, then validated; a state without a version (written by
+run-mailbox 0.1.0) is version 1. The library's compressor and cipher settings are honoured.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from eventsourcing.persistence import Mapper, StoredEvent
-from eventsourcing.utils import get_topic, resolve_topic
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-_CLASSES: dict[str, type[BaseModel]] = {}
+from run_mailbox.domain.event_names import event_class, name_of
+from run_mailbox.domain.model import NewerThanThisCode, upcast
 
-
-def event_class(topic: str) -> type[BaseModel]:
-    """The pydantic class behind a stored topic (cached: topics resolve on every read)."""
-    cls = _CLASSES.get(topic)
-    if cls is None:
-        cls = cast(type[BaseModel], resolve_topic(topic))
-        _CLASSES[topic] = cls
-    return cls
+_VERSION_KEY = b'{"v":'
 
 
-def decode_event(topic: str, state: bytes) -> Any:
-    return event_class(topic).model_validate_json(state)
+class UndecodableEvent(ValueError):
+    """A stored event could not be read back: it names the event and why."""
+
+
+def encode_state(event: BaseModel) -> bytes:
+    body = event.model_dump_json().encode()
+    return b'{"v":%d,' % type(event).class_version + body[1:]  # type: ignore[attr-defined]
+
+
+def decode_state(topic: str, state: bytes) -> Any:
+    cls: Any = event_class(topic)
+    if state.startswith(_VERSION_KEY):
+        comma = state.index(b",", len(_VERSION_KEY))
+        version = int(state[len(_VERSION_KEY) : comma])
+        body = b"{" + state[comma + 1 :]
+    else:
+        version, body = 1, state
+    if version == cls.class_version:
+        return cls.model_validate_json(body)
+    data = upcast(cls, "upcast", json.loads(body), version, cls.class_version, what=topic)
+    return cls.model_validate(data)
 
 
 class PydanticMapper(Mapper[Any]):
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        state = cast(BaseModel, domain_event).model_dump_json().encode()
+        state = encode_state(cast(BaseModel, domain_event))
         if self.compressor:
             state = self.compressor.compress(state)
         if self.cipher:
@@ -39,7 +56,7 @@ class PydanticMapper(Mapper[Any]):
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
-            topic=get_topic(type(domain_event)),
+            topic=name_of(type(domain_event)),
             state=state,
         )
 
@@ -49,4 +66,10 @@ class PydanticMapper(Mapper[Any]):
             state = self.cipher.decrypt(state)
         if self.compressor:
             state = self.compressor.decompress(state)
-        return decode_event(stored_event.topic, state)
+        try:
+            return decode_state(stored_event.topic, state)
+        except (KeyError, ValueError, ValidationError, NewerThanThisCode, RecursionError) as exc:
+            raise UndecodableEvent(
+                f"cannot read stored event {stored_event.topic} of {stored_event.originator_id} "
+                f"version {stored_event.originator_version}: {exc}"
+            ) from exc

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import itertools
 from typing import Any, ClassVar
-from unittest import mock
 from uuid import UUID
 
 from hypothesis.stateful import RuleBasedStateMachine
 
-from run_mailbox.domain.errors import DispatchSuperseded, MailboxError
-from run_mailbox.infrastructure import dispatch_commands, permission_commands
-from run_mailbox.infrastructure.permission_commands import ResumeFailed
+from run_mailbox.domain.errors import DispatchSuperseded, MailboxError, ResumeFailed
 from run_mailbox.infrastructure.service import MailboxService
 from tests.properties import _backends, _invariants
 from tests.properties._model import Keyed, Model, Observed
@@ -44,15 +41,11 @@ class CommandDriver(RuleBasedStateMachine):
         # Ids the service generates come from a counter, so a command list replays exactly
         # (claim order breaks ties by dispatch id; random ids would make shrinking flaky).
         counter = itertools.count(1)
-        self._patches = [
-            mock.patch.object(module, "new_id", lambda: str(UUID(int=next(counter))))
-            for module in (dispatch_commands, permission_commands)
-        ]
-        for patch in self._patches:
-            patch.start()
         self.clock = Clock()
         self._store = self.backend()
-        self.service = self.service_class(env=self._store.__enter__(), clock=self.clock)
+        self.service = self.service_class(
+            env=self._store.__enter__(), clock=self.clock, id_factory=lambda: str(UUID(int=next(counter)))
+        )
         self.model = Model()
         self.observed = Observed()
         self._healthy = True
@@ -64,8 +57,6 @@ class CommandDriver(RuleBasedStateMachine):
         finally:
             self.service.close()
             self._store.__exit__(None, None, None)
-            for patch in self._patches:
-                patch.stop()
 
     def at_end(self) -> None:
         _invariants.everything_agrees(self.service, self.model)

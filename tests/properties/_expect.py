@@ -9,9 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from run_mailbox.domain.errors import DispatchSuperseded, IdempotencyConflict
+from run_mailbox.domain.errors import DispatchSuperseded, IdempotencyConflict, ResumeFailed
 from run_mailbox.domain.values import DispatchStatus, RunStatus
-from run_mailbox.infrastructure.permission_commands import ResumeFailed
 from tests.properties._model import Model
 
 QUEUED, CLAIMED, ACKED = DispatchStatus.QUEUED, DispatchStatus.CLAIMED, DispatchStatus.ACKED

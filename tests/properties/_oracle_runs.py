@@ -10,11 +10,11 @@ from run_mailbox.domain.errors import (
     DuplicateMessage,
     InvalidArgument,
     InvalidTransition,
+    ResumeFailed,
     RunNotFound,
     SeqConflict,
 )
-from run_mailbox.infrastructure.permission_commands import ResumeFailed
-from run_mailbox.infrastructure.results import CheckpointResult
+from run_mailbox.domain.results import CheckpointResult
 from tests.properties._expect import (
     ACKED,
     DONE,

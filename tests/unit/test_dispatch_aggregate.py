@@ -14,8 +14,8 @@ from run_mailbox.domain import (
     InvalidTransition,
     RunStatus,
 )
-from run_mailbox.domain.dispatch import LEASE_EXHAUSTED_ERROR
 from run_mailbox.domain.policies import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY
+from run_mailbox.domain.reasons import LEASE_EXHAUSTED as LEASE_EXHAUSTED_ERROR
 
 TOKEN = "claim-1"
 TERMINAL = [DispatchStatus.ACKED, DispatchStatus.CANCELLED, DispatchStatus.SUPERSEDED, DispatchStatus.DEAD_LETTER]

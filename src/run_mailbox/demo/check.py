@@ -8,9 +8,8 @@ from collections.abc import Mapping
 
 from run_mailbox.demo.workers import Tally
 from run_mailbox.domain.errors import MailboxError
+from run_mailbox.domain.reasons import FENCED_AT, RUN_FINISHED_FIRST, SUPERSEDED_BY_INTERRUPT
 from run_mailbox.domain.values import DispatchStatus, RunStatus
-from run_mailbox.infrastructure.dispatch_commands import FENCED_AT, SUPERSEDED_BY_INTERRUPT
-from run_mailbox.infrastructure.permission_commands import RUN_FINISHED_FIRST
 from run_mailbox.infrastructure.service import MailboxService
 
 # How the log says why a dispatch was superseded (spec payloads 9), grouped as the demo counts them.

@@ -13,12 +13,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from run_mailbox.domain.errors import MailboxError
+from run_mailbox.domain.permissions import ToolCallResume, ToolTicket
+from run_mailbox.domain.results import DecisionOutcome, InterruptResult
 from run_mailbox.domain.run import RunRecord
 from run_mailbox.domain.values import RunStatus
-from run_mailbox.infrastructure.results import DecisionOutcome, InterruptResult
 from run_mailbox.infrastructure.service import MailboxService
 
 ASK_ODDS = 0.15
@@ -43,13 +44,13 @@ def is_resume(dispatch_id: str) -> bool:
     return dispatch_id.endswith(RESUME_SUFFIX)
 
 
-def permission_tickets(seed: int, run_id: str) -> list[dict[str, Any]]:
+def permission_tickets(seed: int, run_id: str) -> list[ToolTicket]:
     """The tickets a run asks for on its first attempt (none for most runs)."""
     rng = random.Random(f"{seed}/{run_id}/permission")
     if rng.random() >= ASK_ODDS:
         return []
     return [
-        {"tool_call_id": f"call-{k}", "tool_name": rng.choice(TOOLS), "arguments": {"step": k}}
+        ToolTicket(tool_call_id=f"call-{k}", tool_name=rng.choice(TOOLS), arguments={"step": k})
         for k in range(1, rng.choice((1, 1, 2)) + 1)
     ]
 
@@ -65,16 +66,16 @@ def count_interrupt(tally: Counts, result: InterruptResult, *, by: str) -> None:
     tally.add("interrupts_active", int(active is not None and active.dispatch_epoch == result.new_dispatch_epoch - 1))
 
 
-def _decision(seed: int, run_id: str, tool_call_id: str) -> tuple[dict[str, Any], bool]:
+def _decision(seed: int, run_id: str, tool_call_id: str) -> tuple[ToolCallResume, bool]:
     """The reviewer's seeded decision for one ticket, and whether it is delivered twice."""
     rng = random.Random(f"{seed}/{run_id}/{tool_call_id}/decision")
     approved = rng.random() < APPROVE_ODDS
-    resume = {
-        "decision_id": f"decision-{run_id.removeprefix('run-')}-{tool_call_id}",
-        "action": "resume",
-        "result": {"approved": approved},
-        "reason": "looks safe" if approved else "too risky",
-    }
+    resume = ToolCallResume(
+        decision_id=f"decision-{run_id.removeprefix('run-')}-{tool_call_id}",
+        action="resume",
+        result={"approved": approved},
+        reason="looks safe" if approved else "too risky",
+    )
     return resume, rng.random() < REDELIVER_ODDS
 
 
@@ -172,12 +173,12 @@ class Reviewer(threading.Thread):
             self._redeliver(run.run_id, tool_call_id, resume, resume_id, outcome)
 
     def _redeliver(
-        self, run_id: str, tool_call_id: str, resume: dict[str, Any], resume_id: str, first: DecisionOutcome
+        self, run_id: str, tool_call_id: str, resume: ToolCallResume, resume_id: str, first: DecisionOutcome
     ) -> None:
         """The same decision again by the durable path: the service returns the first outcome."""
         again = self.service.decide(
             run_id, tool_call_id, resume, delivery_path="durable_dispatch", resume_dispatch_id=resume_id
         )
         if again != first:
-            raise RuntimeError(f"decision {resume['decision_id']} delivered again changed its outcome: {again}")
+            raise RuntimeError(f"decision {resume.decision_id} delivered again changed its outcome: {again}")
         self.tally.add("redeliveries")

@@ -25,8 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from run_mailbox.demo.reviewer import Reviewer, count_interrupt, is_resume, permission_tickets
 from run_mailbox.domain.dispatch import DispatchRecord
 from run_mailbox.domain.errors import DispatchSuperseded, MailboxError
-from run_mailbox.domain.permissions import Decision
-from run_mailbox.domain.values import DispatchStatus
+from run_mailbox.domain.messages import Message
+from run_mailbox.domain.permissions import Decision, ToolTicket
+from run_mailbox.domain.values import DispatchStatus, TerminationReason
 from run_mailbox.infrastructure.service import MailboxService
 
 LEASE_MS = 200
@@ -120,14 +121,12 @@ def text(value: str) -> dict[str, Any]:
     return {"type": "text", "text": value}
 
 
-def message(run_id: str, n: int, role: str, *blocks: dict[str, Any]) -> dict[str, Any]:
+def message(run_id: str, n: int, role: str, *blocks: dict[str, Any]) -> Message:
     """The run's ``n``-th message, with an id that is the same in every demo."""
-    return {"message_id": f"{run_id}-m{n}", "role": role, "content": list(blocks)}
+    return Message.model_validate({"message_id": f"{run_id}-m{n}", "role": role, "content": list(blocks)})
 
 
-def checkpoint(
-    service: MailboxService, tally: Tally, thread_id: str, run_id: str, messages: list[dict[str, Any]]
-) -> None:
+def checkpoint(service: MailboxService, tally: Tally, thread_id: str, run_id: str, messages: list[Message]) -> None:
     """Commits the run's new messages to its thread (one checkpoint) and counts them."""
     try:
         service.commit_messages(thread_id, run_id, messages)
@@ -138,7 +137,7 @@ def checkpoint(
     tally.add("messages", len(messages))
 
 
-def _replies(run_id: str, decisions: list[Decision], blocked: bool) -> list[dict[str, Any]]:
+def _replies(run_id: str, decisions: list[Decision], blocked: bool) -> list[Message]:
     """What a run says when it is acked: after a suspension, the tools' results first."""
     results = [
         message(
@@ -239,7 +238,7 @@ class Worker(threading.Thread):
         except MailboxError as exc:
             self.tally.add(f"race:{step} {type(exc).__name__}")
 
-    def _suspend(self, claimed: DispatchRecord, token: str, tickets: list[dict[str, Any]]) -> None:
+    def _suspend(self, claimed: DispatchRecord, token: str, tickets: list[ToolTicket]) -> None:
         """The run waits for the reviewer; its dispatch is acked."""
         run_id = claimed.run_id
         self.reviewer.expect(run_id)  # before suspending, so the driver never sees a run nobody expects
@@ -250,10 +249,7 @@ class Worker(threading.Thread):
             raise
         self.tally.add("suspensions")
         self.tally.add("tickets", len(tickets))
-        uses = [
-            {"type": "tool_use", "id": t["tool_call_id"], "name": t["tool_name"], "input": t["arguments"]}
-            for t in tickets
-        ]
+        uses = [{"type": "tool_use", "id": t.tool_call_id, "name": t.tool_name, "input": t.arguments} for t in tickets]
         asking = message(run_id, 2, "assistant", text("I need permission to use these tools."), *uses)
         checkpoint(self.service, self.tally, claimed.thread_id, run_id, [asking])
 
@@ -263,7 +259,7 @@ class Worker(threading.Thread):
             decisions = self.service.get_run(claimed.run_id).decisions if resume else []
             blocked = any(d.resume.approved is False for d in decisions)
             if blocked:  # the agent saw the denial and gives up
-                self.service.finish_run(claimed.run_id, {"type": "blocked", "value": "permission denied"})
+                self.service.finish_run(claimed.run_id, TerminationReason(type="blocked", value="permission denied"))
                 self.tally.add("blocked")
             self.service.ack(dispatch_id, claim_token=token)
             self.tally.add("acks")

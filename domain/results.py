@@ -1,4 +1,4 @@
-"""Immutable results of service commands that are not a single aggregate record."""
+"""Immutable results of the commands that are not a single aggregate record."""
 
 from __future__ import annotations
 

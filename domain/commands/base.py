@@ -1,0 +1,163 @@
+"""What every command model shares: the clock and key every command takes, the argument
+types and their checks, the idempotency digest, and typed refusals of bad arguments.
+
+A command is a frozen pydantic dataclass declared with :func:`command_model`: its fields are the
+command's arguments (positional ones first, then ``KW_ONLY``), its docstring is the command's
+documentation, and building one validates every argument. A bad argument raises
+:class:`~run_mailbox.domain.errors.InvalidArgument` naming the field and the value, before any
+store is touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import KW_ONLY, fields
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, cast
+
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from typing_extensions import dataclass_transform
+
+from run_mailbox.domain import policies
+from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.values import MAX_ID_LENGTH, MAX_MILLIS, MAX_TEXT_LENGTH, text_problem
+
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+def check_identifier(field: str, value: str) -> str:
+    """``value`` as an identifier, else InvalidArgument naming ``field`` (for nested arguments)."""
+    try:
+        return _identifier(value)
+    except ValueError as exc:
+        raise InvalidArgument(field, value, str(exc)) from None
+
+
+def _identifier(value: str) -> str:
+    problem = text_problem(value, max_length=MAX_ID_LENGTH)
+    if problem is None and value != value.strip():
+        problem = "must not have leading or trailing whitespace"
+    if problem is None and not value.isprintable():
+        problem = "must not contain control characters"
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _text(value: str) -> str:
+    problem = text_problem(value, max_length=MAX_TEXT_LENGTH)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+Id = Annotated[str, Strict(), AfterValidator(_identifier)]
+"""An identifier: a non-blank string of at most 256 printable characters, no surrounding whitespace."""
+Text = Annotated[str, Strict(), AfterValidator(_text)]
+"""Free text (an error, a reason): non-blank, no NUL, at most 16,384 characters."""
+Millis = Annotated[int, Strict(), Field(ge=0, le=MAX_MILLIS)]
+"""Integer milliseconds since the Unix epoch."""
+Priority = Annotated[int, Strict(), Field(ge=0, le=policies.MAX_PRIORITY)]
+"""0 is the highest priority, 255 the lowest."""
+MaxAttempts = Annotated[int, Strict(), Field(ge=1, le=policies.MAX_MAX_ATTEMPTS)]
+LeaseMs = Annotated[int, Strict(), Field(ge=policies.MIN_LEASE_MS, le=policies.MAX_LEASE_MS)]
+Limit = Annotated[int, Strict(), Field(ge=1, le=policies.MAX_BATCH_LIMIT)]
+
+
+def _field_path(cls: type[Any], loc: tuple[int | str, ...]) -> str:
+    """``messages[0].role`` from pydantic's location (a leading int is a positional argument's index)."""
+    parts = list(loc)
+    if parts and isinstance(parts[0], int):
+        positional = [f.name for f in fields(cls) if f.init and not f.kw_only]
+        parts[0] = positional[parts[0]] if parts[0] < len(positional) else f"argument {parts[0] + 1}"
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "arguments"
+
+
+def _refusal(cls: type[Any], exc: ValidationError, kwargs: dict[str, Any]) -> InvalidArgument:
+    """The first problem pydantic found, as an InvalidArgument naming the field and its value."""
+    error = exc.errors(include_url=False)[0]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidArgument):  # a validator named the precise field itself
+        return cause
+    field = _field_path(cls, error["loc"])
+    if error["type"] == "missing" or error["type"] == "missing_argument":
+        return InvalidArgument(field, None, "is required")
+    if error["type"] == "unexpected_keyword_argument":
+        return InvalidArgument(field, kwargs.get(field), "is not an argument of this command")
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    return InvalidArgument(field, error.get("input"), reason)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(Field,))
+def command_model(cls: C) -> C:
+    """Makes ``cls`` a frozen pydantic dataclass whose constructor refuses bad arguments with
+    :class:`InvalidArgument` (never a pydantic ``ValidationError``)."""
+    model: Any = pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
+    validate = model.__init__
+
+    @functools.wraps(validate)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validate(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise _refusal(type(self), exc, kwargs) from None
+        except RecursionError:
+            raise InvalidArgument("arguments", "<too deeply nested>", "nesting is too deep") from None
+
+    model.__init__ = __init__
+    return cast(C, model)
+
+
+_NOT_DIGESTED = frozenset({"now", "idempotency_key"})
+
+
+@command_model
+class Command(Generic[R]):
+    """Base of every command. ``now`` is the command's time in milliseconds (the service's clock
+    when omitted); ``idempotency_key`` makes a retry with the same arguments return the first
+    result and write nothing."""
+
+    name: ClassVar[str]
+    """The command's stable name: the idempotency table records it, so it never changes."""
+    result_type: ClassVar[Any]
+    """The type of the command's result (stored as JSON under an idempotency key)."""
+    not_digested: ClassVar[frozenset[str]] = frozenset()
+    """Arguments the idempotency digest leaves out on purpose (besides ``now`` and the key)."""
+
+    _: KW_ONLY
+    now: Millis | None = None
+    idempotency_key: Id | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The digested arguments as JSON values, by name."""
+        dumped = _dump(self)
+        skip = _NOT_DIGESTED | self.not_digested
+        return {f.name: dumped[f.name] for f in fields(cast(Any, self)) if f.name not in skip}
+
+    def digest(self) -> str:
+        """SHA-256 of the command's name and its digested arguments as canonical JSON: the same
+        command issued again (at another ``now``) has the same digest."""
+        text = json.dumps(
+            {"command": self.name, "params": self.params()},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _dump(command: Any) -> dict[str, Any]:
+    cls = type(command)
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    return cast(dict[str, Any], adapter.dump_python(command, mode="json"))

@@ -1,0 +1,79 @@
+"""Commands that hand work to workers under a lease: claim, claim_dispatch, claim_next,
+extend_lease, reclaim_expired_leases."""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY
+from typing import Any, ClassVar
+
+from run_mailbox.domain import policies
+from run_mailbox.domain.commands.base import Command, Id, LeaseMs, Limit, command_model
+from run_mailbox.domain.dispatch import DispatchRecord
+
+
+@command_model
+class Claim(Command[DispatchRecord | None]):
+    """Claims the thread's best ready dispatch (priority, then age) for ``lease_ms``; None when
+    the thread has a claimed dispatch already or nothing is due."""
+
+    name: ClassVar[str] = "claim"
+    result_type: ClassVar[Any] = DispatchRecord | None
+
+    thread_id: Id
+    _: KW_ONLY
+    consumer_id: Id
+    lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+
+
+@command_model
+class ClaimDispatch(Command[DispatchRecord | None]):
+    """Claims one dispatch by id, whatever its ``available_at``; None while its thread has another
+    claimed dispatch."""
+
+    name: ClassVar[str] = "claim_dispatch"
+    result_type: ClassVar[Any] = DispatchRecord | None
+
+    dispatch_id: Id
+    _: KW_ONLY
+    consumer_id: Id
+    lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+
+
+@command_model
+class ClaimNext(Command[list[DispatchRecord]]):
+    """Claims up to ``limit`` of the best ready dispatches across threads, at most one per thread,
+    in one transaction (best first: priority, then age)."""
+
+    name: ClassVar[str] = "claim_next"
+    result_type: ClassVar[Any] = list[DispatchRecord]
+
+    _: KW_ONLY
+    consumer_id: Id
+    lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+    limit: Limit = 1
+
+
+@command_model
+class ExtendLease(Command[bool]):
+    """Extends the lease to now + ``lease_ms``; False when ``claim_token`` does not own the
+    dispatch (or an interrupt fenced it: it is then superseded)."""
+
+    name: ClassVar[str] = "extend_lease"
+    result_type: ClassVar[type] = bool
+
+    dispatch_id: Id
+    _: KW_ONLY
+    claim_token: Id
+    lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+
+
+@command_model
+class ReclaimExpiredLeases(Command[list[DispatchRecord]]):
+    """Requeues (or, on the last attempt, dead-letters) up to ``limit`` dispatches whose lease ran
+    out (strictly before now), in one transaction; returns them."""
+
+    name: ClassVar[str] = "reclaim_expired_leases"
+    result_type: ClassVar[Any] = list[DispatchRecord]
+
+    _: KW_ONLY
+    limit: Limit = policies.DEFAULT_RECLAIM_LIMIT

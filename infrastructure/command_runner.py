@@ -1,0 +1,128 @@
+"""Runs a command: one transaction, a bounded retry on conflicts, and idempotency keys.
+
+An attempt opens a unit of work, the command's handler reads aggregates and calls their
+methods, and ``save`` writes every pending event together with the changed dispatch-index rows
+and, under a key, the command's idempotency row, in one transaction. A conflict with another
+writer (the store refuses an aggregate version or the key) starts a new attempt on fresh reads,
+up to ``max_conflict_retries`` times. A refusal that rests on a read made stale by a concurrent
+writer is retried too, so a caller never sees a refusal the current state would not give.
+
+Under an idempotency key, the key is looked up before every attempt: once a concurrent
+duplicate of the command has committed, every other copy returns its stored result.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from eventsourcing.application import Repository
+from eventsourcing.persistence import IntegrityError
+from pydantic import TypeAdapter
+
+from run_mailbox.domain.commands import Command
+from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
+from run_mailbox.infrastructure.handlers import handler_for
+from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
+from run_mailbox.infrastructure.unit_of_work import GeneratedIds, UnitOfWork
+
+R = TypeVar("R")
+MAX_CONFLICT_RETRIES = 24
+Clock = Callable[[], int]
+
+
+class Save(Protocol):
+    def __call__(self, *objs: Any, **kwargs: Any) -> Any: ...
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def result_adapter(command_class: type[Command[Any]]) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(command_class)
+    if adapter is None:
+        adapter = _ADAPTERS[command_class] = TypeAdapter(command_class.result_type)
+    return adapter
+
+
+class CommandRunner:
+    def __init__(
+        self,
+        *,
+        repository: Repository[Any],
+        unsnapshotted: Repository[Any],
+        tables: MailboxTables,
+        save: Save,
+        clock: Clock,
+        new_id: Callable[[], str],
+        max_conflict_retries: int = MAX_CONFLICT_RETRIES,
+    ) -> None:
+        self._repository = repository
+        self._unsnapshotted = unsnapshotted
+        self._tables = tables
+        self._save = save
+        self.clock = clock
+        self._new_id = new_id
+        self.max_conflict_retries = max_conflict_retries
+        self._count_lock = threading.Lock()
+        self.transactions = 0
+        """Transactions committed (for benchmarks and tests)."""
+
+    def run(self, command: Command[R]) -> R:
+        handler = handler_for(type(command))
+        adapter = result_adapter(type(command))
+        key = command.idempotency_key
+        digest = command.digest() if key is not None else ""
+        now = self.clock() if command.now is None else command.now
+        ids = GeneratedIds(self._new_id)
+        for attempt in range(self.max_conflict_retries):
+            if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                return _replay(found, command, digest, adapter)
+            uow = UnitOfWork(
+                self._repository,
+                now=now,
+                tables=self._tables,
+                ids=ids,
+                attempt=attempt,
+                unsnapshotted=self._unsnapshotted,
+            )
+            try:
+                result: R = handler(command, uow)
+            except MailboxError:
+                if attempt + 1 < self.max_conflict_retries and uow.read_is_stale():
+                    continue
+                raise
+            if self._commit(uow, command, digest, adapter, result):
+                if uow.error_after_save is not None:
+                    raise uow.error_after_save
+                return result
+        raise ConcurrencyConflict(command.name, self.max_conflict_retries)
+
+    def _commit(
+        self, uow: UnitOfWork, command: Command[Any], digest: str, adapter: TypeAdapter[Any], result: Any
+    ) -> bool:
+        """Saves what the attempt changed; False when another writer got there first."""
+        changed = uow.changed()
+        key = command.idempotency_key
+        record_key = key is not None and uow.error_after_save is None  # a refusal is not a result to replay
+        if not changed and not record_key:
+            return True
+        kwargs: dict[str, Any] = {"index_rows": [DispatchIndexRow.of(d.record) for d in uow.changed_dispatches()]}
+        if record_key:
+            assert key is not None
+            kwargs["idempotency"] = IdempotencyRow(key, command.name, digest, adapter.dump_json(result).decode())
+        try:
+            self._save(*changed, **kwargs)
+        except IntegrityError:
+            return False
+        with self._count_lock:
+            self.transactions += 1
+        return True
+
+
+def _replay(found: IdempotencyRow, command: Command[R], digest: str, adapter: TypeAdapter[Any]) -> R:
+    if found.command != command.name or found.digest != digest:
+        raise IdempotencyConflict(found.key, command.name)
+    result: R = adapter.validate_json(found.result)
+    return result

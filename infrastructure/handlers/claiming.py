@@ -1,0 +1,101 @@
+"""Handlers of claim, claim_dispatch, claim_next, extend_lease and reclaim_expired_leases."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+from run_mailbox.domain.commands import Claim, ClaimDispatch, ClaimNext, ExtendLease, ReclaimExpiredLeases
+from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
+from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.reasons import FENCED_AT
+from run_mailbox.domain.values import DispatchStatus, TerminationReason
+from run_mailbox.infrastructure.handlers.fence import fence, supersede_claimed
+from run_mailbox.infrastructure.unit_of_work import UnitOfWork
+
+
+def grant(
+    uow: UnitOfWork, mailbox: ThreadMailbox, dispatch: Dispatch, consumer_id: str, lease_ms: int
+) -> DispatchRecord:
+    """Claims ``dispatch`` for ``consumer_id`` under a fresh token, and marks its thread busy."""
+    at = uow.now
+    token = uuid.uuid4().hex
+    dispatch.claim(consumer_id=consumer_id, claim_token=token, lease_until=at + lease_ms, now=at)
+    mailbox.grant_claim(dispatch_id=dispatch.dispatch_id, now=at)
+    return dispatch.record
+
+
+def claim(cmd: Claim, uow: UnitOfWork) -> DispatchRecord | None:
+    mailbox = uow.find_mailbox(cmd.thread_id)
+    if mailbox is None:
+        return None
+    best = mailbox.best_ready(uow.now)
+    if best is None:
+        return None
+    return grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms)
+
+
+def claim_dispatch(cmd: ClaimDispatch, uow: UnitOfWork) -> DispatchRecord | None:
+    dispatch = uow.dispatch(cmd.dispatch_id)
+    mailbox = uow.mailbox(dispatch.record.thread_id)
+    if dispatch.record.status is DispatchStatus.QUEUED and mailbox.record.claimed is not None:
+        return None
+    return grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms)
+
+
+def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
+    """Reads the dispatch index (written with the events, so it never lags), then confirms each
+    pick against the thread mailbox."""
+    threads = [row.thread_id for row in uow.tables.ready_threads(uow.now, cmd.limit + 16)]
+    if uow.attempt > 0 and len(threads) > cmd.limit:
+        # After a conflict, spread racing workers over the candidates instead of all retrying
+        # the same best one (no livelock: one of them always wins).
+        offset = random.randrange(len(threads))
+        threads = threads[offset:] + threads[:offset]
+    claimed: list[DispatchRecord] = []
+    for thread_id in threads:
+        if len(claimed) == cmd.limit:
+            break
+        mailbox = uow.find_mailbox(thread_id)
+        best = mailbox.best_ready(uow.now) if mailbox is not None else None
+        if mailbox is None or best is None:
+            continue
+        claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms))
+    return claimed
+
+
+def extend_lease(cmd: ExtendLease, uow: UnitOfWork) -> bool:
+    dispatch = uow.dispatch(cmd.dispatch_id)
+    if not dispatch.owns(cmd.claim_token):
+        return False
+    if fence(uow, dispatch, "extend_lease"):
+        return False
+    dispatch.extend_lease(claim_token=cmd.claim_token, lease_until=uow.now + cmd.lease_ms, now=uow.now)
+    return True
+
+
+def reclaim_expired_leases(cmd: ReclaimExpiredLeases, uow: UnitOfWork) -> list[DispatchRecord]:
+    at = uow.now
+    reclaimed = []
+    for row in uow.tables.expired_claims(at, cmd.limit):
+        dispatch = uow.dispatch(row.dispatch_id)
+        if not dispatch.record.lease_expired(at):
+            continue  # the index row was read before a concurrent write; re-checked here
+        mailbox = uow.mailbox(dispatch.record.thread_id)
+        if dispatch.record.dispatch_epoch < mailbox.epoch:
+            supersede_claimed(uow, dispatch, mailbox, FENCED_AT["reclaim"])
+            continue
+        requeued = dispatch.expire_lease(now=at)
+        record = dispatch.record
+        mailbox.release_claim(
+            dispatch_id=record.dispatch_id, requeue_at=record.available_at if requeued else None, now=at
+        )
+        if not requeued:
+            uow.run(record.run_id).finish_if_open(
+                termination=TerminationReason.error(record.last_error or ""),
+                dispatch_id=record.dispatch_id,
+                now=at,
+                error=record.last_error,
+            )
+        reclaimed.append(record)
+    return reclaimed

@@ -1,0 +1,85 @@
+"""Handlers of submit, cancel and interrupt."""
+
+from __future__ import annotations
+
+from run_mailbox.domain.commands import Cancel, Interrupt, Submit
+from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
+from run_mailbox.domain.errors import DuplicateDispatch, DuplicateRun
+from run_mailbox.domain.reasons import SUPERSEDED_BY_INTERRUPT
+from run_mailbox.domain.results import InterruptResult
+from run_mailbox.domain.run import Run
+from run_mailbox.domain.values import TerminationReason
+from run_mailbox.infrastructure.unit_of_work import UnitOfWork
+
+
+def submit(cmd: Submit, uow: UnitOfWork) -> DispatchRecord:
+    at = uow.now
+    dispatch_id = cmd.dispatch_id or uow.ids("dispatch")
+    # Creating, not reading: the first try lets the store refuse an existing run or dispatch
+    # id (a unique key); only a retry after such a conflict looks them up.
+    if uow.attempt > 0 and uow.find_run(cmd.run_id) is not None:
+        raise DuplicateRun(cmd.run_id)
+    if uow.attempt > 0 and uow.find_dispatch(dispatch_id) is not None:
+        raise DuplicateDispatch(dispatch_id)
+    mailbox = uow.mailbox(cmd.thread_id)
+    due = at if cmd.available_at is None else cmd.available_at
+    mailbox.admit(
+        dispatch_id=dispatch_id,
+        priority=cmd.priority,
+        created_at=at,
+        available_at=due,
+        dedupe_key=cmd.dedupe_key,
+        now=at,
+    )
+    dispatch = uow.add(
+        Dispatch.enqueue(
+            dispatch_id=dispatch_id,
+            thread_id=cmd.thread_id,
+            run_id=cmd.run_id,
+            priority=cmd.priority,
+            dedupe_key=cmd.dedupe_key,
+            max_attempts=cmd.max_attempts,
+            epoch=mailbox.epoch,
+            available_at=due,
+            now=at,
+        )
+    )
+    uow.add(
+        Run.create(run_id=cmd.run_id, thread_id=cmd.thread_id, agent_id=cmd.agent_id, dispatch_id=dispatch_id, now=at)
+    )
+    return dispatch.record
+
+
+def cancel(cmd: Cancel, uow: UnitOfWork) -> DispatchRecord:
+    dispatch = uow.dispatch(cmd.dispatch_id)
+    dispatch.cancel(now=uow.now)
+    uow.mailbox(dispatch.record.thread_id).withdraw(dispatch_id=cmd.dispatch_id, now=uow.now)
+    uow.run(dispatch.record.run_id).finish_if_open(
+        termination=TerminationReason.cancelled(), dispatch_id=cmd.dispatch_id, now=uow.now
+    )
+    return dispatch.record
+
+
+def interrupt(cmd: Interrupt, uow: UnitOfWork) -> InterruptResult:
+    at = uow.now
+    mailbox = uow.mailbox(cmd.thread_id)
+    old_epoch = mailbox.epoch
+    new_epoch, superseded_ids, active_id = mailbox.advance_epoch(now=at)
+    superseded = []
+    for dispatch_id in superseded_ids:
+        dispatch = uow.dispatch(dispatch_id)
+        dispatch.supersede(reason=SUPERSEDED_BY_INTERRUPT, now=at)
+        uow.run(dispatch.record.run_id).finish_if_open(
+            termination=TerminationReason.cancelled(), dispatch_id=dispatch_id, now=at
+        )
+        superseded.append(dispatch.record)
+    active = None
+    if active_id is not None:
+        active_dispatch = uow.dispatch(active_id)
+        if active_dispatch.record.dispatch_epoch == old_epoch:
+            # Already-interrupted claims are not interrupted twice (spec Z11).
+            active_dispatch.interrupt(new_epoch=new_epoch, now=at)
+        active = active_dispatch.record
+    return InterruptResult(
+        thread_id=cmd.thread_id, new_dispatch_epoch=new_epoch, superseded=superseded, active_dispatch=active
+    )
