@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
 from run_mailbox.domain.dispatch import DispatchRecord
+from run_mailbox.domain.reasons import RUN_FINISHED_FIRST
 from run_mailbox.domain.run import RunRecord
 from run_mailbox.domain.thread_log import thread_log_id
 from run_mailbox.domain.values import DispatchStatus
@@ -51,7 +52,8 @@ def _thread_problems(service: MailboxService, thread_id: str, dispatches: list[D
     if mailbox.claimed != (claimed[0] if claimed else None):
         problems.append(f"thread {thread_id}: mailbox claim {mailbox.claimed} != claimed dispatch {claimed}")
     for d in dispatches:
-        if d.status is DispatchStatus.SUPERSEDED and d.dispatch_epoch >= mailbox.epoch:
+        fenced = d.status is DispatchStatus.SUPERSEDED and d.last_error != RUN_FINISHED_FIRST
+        if fenced and d.dispatch_epoch >= mailbox.epoch:  # an interrupt supersedes only older epochs
             problems.append(f"dispatch {d.dispatch_id}: superseded at epoch {d.dispatch_epoch} >= {mailbox.epoch}")
         if d.dispatch_epoch > mailbox.epoch:
             problems.append(f"dispatch {d.dispatch_id}: epoch {d.dispatch_epoch} ahead of its thread's")

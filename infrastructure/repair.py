@@ -1,4 +1,6 @@
-"""Checkpoint repair: re-derives, from the log alone, the checkpoint ranges a host must have seen.
+"""Repairs from the log alone: missing checkpoint ranges, and the dispatch index.
+
+Checkpoint repair re-derives, from the log alone, the checkpoint ranges a host must have seen.
 
 Every committed message must lie in one ThreadMessagesCheckpointed range of the run that
 committed it. Messages and their checkpoint commit in one transaction here, so nothing is ever
@@ -13,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from run_mailbox.domain.commands import Command, RepairCheckpoint
+from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.event_names import topics_of
 from run_mailbox.domain.results import CheckpointResult, RepairReport
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadMessage
+from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow
 
 PAGE = 1_000
 
@@ -53,3 +57,19 @@ def repair_checkpoints(recorder: Any, mapper: Any, execute: Callable[[Command[An
         ranges_checked=ranges,
         repaired_ranges=repaired,
     )
+
+
+def rebuild_dispatch_index(recorder: Any, mapper: Any, unsnapshotted: Any, tables: Any) -> int:
+    """Rewrites the dispatch index from the log: one row per dispatch, from its folded events.
+
+    The index is written with the events in normal operation; this is for a log restored or
+    copied without its side tables. Returns the number of dispatches indexed."""
+    ids = set()
+    position = 0
+    topics = topics_of(Dispatch.RunQueued)
+    while page := recorder.select_notifications(start=position, limit=PAGE, topics=topics, inclusive_of_start=False):
+        ids.update(n.originator_id for n in page)
+        position = page[-1].id
+    rows = [DispatchIndexRow.of(unsnapshotted.get(aggregate_id).record) for aggregate_id in ids]
+    tables.replace_dispatch_index(rows)
+    return len(rows)

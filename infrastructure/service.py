@@ -30,7 +30,7 @@ from run_mailbox.infrastructure.persistence.mapper import PydanticMapper
 from run_mailbox.infrastructure.persistence.memory import MemoryMailboxRecorder
 from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.infrastructure.queries import MailboxQueries
-from run_mailbox.infrastructure.repair import repair_checkpoints
+from run_mailbox.infrastructure.repair import rebuild_dispatch_index, repair_checkpoints
 from run_mailbox.infrastructure.settings import resolve_env
 
 R = TypeVar("R")
@@ -120,6 +120,11 @@ class MailboxService(Application[UUID]):
         """Re-derives from the log the checkpoint ranges a host must have seen, and records any
         that is missing (none is, when every commit went through ``commit_messages``)."""
         return repair_checkpoints(self.recorder, self.mapper, self.execute)
+
+    def rebuild_dispatch_index(self) -> int:
+        """Rewrites the dispatch index from the log (for a log restored without its side tables);
+        returns how many dispatches it indexed."""
+        return rebuild_dispatch_index(self.recorder, self.mapper, self.unsnapshotted, self.tables)
 
     # ------------------------------------------------------------------ queries
 

@@ -38,6 +38,10 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
                 self._index[row.dispatch_id] = row
             return notification_ids
 
+    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
+        with self._database_lock:
+            self._index = {row.dispatch_id: row for row in rows}
+
     def _rows(self) -> list[DispatchIndexRow]:
         with self._database_lock:
             return list(self._index.values())

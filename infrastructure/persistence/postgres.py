@@ -114,6 +114,14 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         if rows:
             curs.executemany(self._upsert_index, [row.as_tuple() for row in rows])
 
+    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self._idx))
+            curs.execute(SQL("DELETE FROM {}").format(self._idx))
+            ordered = sorted_index_rows(rows)
+            if ordered:
+                curs.executemany(self._upsert_index, [row.as_tuple() for row in ordered])
+
     # ------------------------------------------------------------------ reads
 
     def _select(self, statement: Composed, params: Sequence[Any]) -> list[dict[str, Any]]:

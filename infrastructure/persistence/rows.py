@@ -83,6 +83,8 @@ class MailboxTables(Protocol):
 
     def count_by_status(self) -> dict[str, int]: ...
 
+    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None: ...
+
 
 def sorted_index_rows(rows: Any) -> list[DispatchIndexRow]:
     """Rows in dispatch-id order, the last row per id winning: a fixed lock order."""

@@ -53,6 +53,12 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
             )
         return super()._insert_events(c, stored_events, **kwargs)
 
+    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {IDX}")
+            for row in sorted_index_rows(rows):
+                c.execute(f"INSERT INTO {IDX} ({INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row.as_tuple())
+
     def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)

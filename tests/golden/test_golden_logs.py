@@ -1,0 +1,126 @@
+"""Logs written by earlier versions of run-mailbox still read back, on every backend, forever.
+
+Each folder here is a golden log, written once and checked in (see ``write_golden_log.py``):
+the stored events and snapshots, and what the code of its day read from them (the canonical
+export and every dispatch, run and thread-mailbox record). Loaded raw into a fresh store of each
+backend, every event must decode, every aggregate must fold to the same record (from its events
+alone and from its snapshot), the canonical export must be identical, and every view must build
+and verify against a fresh replay.
+
+``legacy-0.1.0`` was written by run-mailbox 0.1.0, whose stored topics were module paths;
+``v1`` by the first version with stable event names. A deliberate change to a stored shape since
+is listed in ``SINCE`` (with the upcaster that reads the old shape), and applied to the expected
+records here, by hand, so this test does not trust the code under test to say what changed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
+from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.infrastructure.views_host import ViewHost
+
+HERE = Path(__file__).parent
+GOLDEN = sorted(p.name for p in HERE.iterdir() if (p / "events.jsonl.gz").exists())
+
+Change = Callable[[str, dict[str, Any]], None]  # (record kind, expected record) -> edits it in place
+
+# Deliberate changes of stored shapes since each golden log was written, in the order they were made.
+SINCE: dict[str, list[Change]] = {"legacy-0.1.0": [], "v1": []}
+
+
+def lines(folder: str, name: str) -> Iterator[dict[str, Any]]:
+    with gzip.open(HERE / folder / f"{name}.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def stored(rows: Iterator[dict[str, Any]]) -> list[StoredEvent]:
+    return [
+        StoredEvent(
+            originator_id=UUID(row["originator_id"]),
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=row["state"].encode(),
+        )
+        for row in rows
+    ]
+
+
+@pytest.fixture(params=GOLDEN)
+def golden(request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[tuple[str, MailboxService]]:
+    """A fresh store of each backend holding the golden log, its snapshots and a rebuilt dispatch index."""
+    folder = request.param
+    service = MailboxService(env=env)
+    events = stored(lines(folder, "events"))
+    for start in range(0, len(events), 500):
+        service.recorder.insert_events(events[start : start + 500])
+    assert service.snapshots is not None
+    service.snapshots.recorder.insert_events(stored(lines(folder, "snapshots")))
+    service.rebuild_dispatch_index()
+    yield folder, service
+    service.close()
+
+
+def expected_records(folder: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for row in lines(folder, "records"):
+        ((kind, record),) = row.items()
+        for change in SINCE[folder]:
+            change(kind, record)
+        yield kind, record
+
+
+def test_every_stored_event_of_a_golden_log_decodes(golden):
+    folder, service = golden
+    topics = Counter(row["topic"] for row in lines(folder, "events"))
+    notifications = service.recorder.select_notifications(start=0, limit=100_000)
+    assert len(notifications) == sum(topics.values())
+    decoded = Counter(type(service.mapper.to_domain_event(n)).TOPIC for n in notifications)
+    assert len(decoded) == 28, "every event kind is in the golden log"
+    assert sum(decoded.values()) == sum(topics.values())
+
+
+def test_every_aggregate_of_a_golden_log_folds_to_its_recorded_state(golden):
+    folder, service = golden
+    ids = {"dispatch": dispatch_aggregate_id, "run": run_aggregate_id, "mailbox": mailbox_aggregate_id}
+    keys = {"dispatch": "dispatch_id", "run": "run_id", "mailbox": "thread_id"}
+    checked = Counter()
+    for kind, expected in expected_records(folder):
+        aggregate_id = ids[kind](expected[keys[kind]])
+        from_events = service.unsnapshotted.get(aggregate_id).record.model_dump(mode="json")
+        from_snapshot = service.repository.get(aggregate_id).record.model_dump(mode="json")
+        assert from_events == expected, f"{kind} {expected[keys[kind]]} folded from its events"
+        assert from_snapshot == expected, f"{kind} {expected[keys[kind]]} read through its snapshot"
+        checked[kind] += 1
+    assert checked["dispatch"] > 100 and checked["run"] > 90 and checked["mailbox"] > 30
+
+
+def test_the_canonical_export_of_a_golden_log_is_unchanged(golden):
+    folder, service = golden
+    exported = [json.loads(event.to_json_line()) for event in service.iter_canonical_events()]
+    assert exported == list(lines(folder, "canonical"))
+
+
+def test_every_view_builds_from_a_golden_log_and_agrees_with_a_fresh_replay(golden):
+    folder, service = golden
+    host = ViewHost(service)
+    try:
+        applied = host.catch_up()
+        assert all(count > 0 for count in applied.values()), applied
+        diffs, problems = host.verify()
+        assert [d for d in diffs if d.differences] == []
+        assert problems == []
+        feed = host.store("canonical_feed").select("canonical_feed")
+        assert len(feed) == sum(1 for _ in lines(folder, "canonical"))
+    finally:
+        host.close()
