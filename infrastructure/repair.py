@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from run_mailbox.domain.commands import Command, RepairCheckpoint
 from run_mailbox.domain.dispatch import Dispatch
@@ -64,7 +65,7 @@ def rebuild_dispatch_index(recorder: Any, mapper: Any, unsnapshotted: Any, table
 
     The index is written with the events in normal operation; this is for a log restored or
     copied without its side tables. Returns the number of dispatches indexed."""
-    ids = set()
+    ids: set[UUID] = set()
     position = 0
     topics = topics_of(Dispatch.RunQueued)
     while page := recorder.select_notifications(start=position, limit=PAGE, topics=topics, inclusive_of_start=False):

@@ -16,6 +16,7 @@ the canonical export and the record of every dispatch, run and thread mailbox.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import sqlite3
@@ -79,10 +80,8 @@ def extras(svc: MailboxService, advance: Any) -> None:
     c = svc.claim(T, consumer_id="golden-worker")
     assert c is not None and c.claim_token is not None
     svc.interrupt(T)
-    try:
+    with contextlib.suppress(MailboxError):  # fenced: the dispatch is superseded
         svc.record_start(c.dispatch_id, claim_token=c.claim_token)
-    except MailboxError:
-        pass  # fenced: the dispatch is superseded
     svc.submit(T, "golden-run-perm", dispatch_id="golden-dispatch-perm")
     c = svc.claim(T, consumer_id="golden-worker")
     assert c is not None and c.claim_token is not None
@@ -103,11 +102,9 @@ def extras(svc: MailboxService, advance: Any) -> None:
     }
     decide("golden-run-perm", "tc-1", approve, delivery_path="remote_live")
     decide("golden-run-perm", "tc-2", {"decision_id": "dec-2", "action": "cancel", "result": {"approved": False}})
-    try:  # the resume dispatch id is taken: MailboxResumeFailed
+    with contextlib.suppress(MailboxError):  # the resume dispatch id is taken: MailboxResumeFailed
         resume = {"decision_id": "dec-3", "action": "resume", "result": {"note": "x"}}
         decide("golden-run-perm", "tc-3", resume, resume_dispatch_id="golden-dispatch-perm")
-    except MailboxError:
-        pass
     decide("golden-run-perm", "tc-3", {"decision_id": "dec-4", "action": "resume", "result": "plain"}, priority=9)
     c = svc.claim(T, consumer_id="golden-worker")
     assert c is not None and c.claim_token is not None
