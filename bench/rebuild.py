@@ -28,7 +28,7 @@ from rich.table import Table
 from bench._common import ensure_bench_database, fresh_store
 from run_mailbox.domain.errors import MailboxError
 from run_mailbox.infrastructure.service import MailboxService
-from run_mailbox.infrastructure.views_host import ViewHost
+from run_mailbox.infrastructure.views.host import ViewHost
 
 PAGE = 1_000
 

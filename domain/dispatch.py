@@ -116,7 +116,14 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
 
     class DispatchDeadLettered(Event):
         TOPIC = "Dispatch.DispatchDeadLettered"
-        cause: Literal["attempts_exhausted", "lease_expired", "permanent_failure"]
+        class_version = 2
+        reason: Literal["attempts_exhausted", "lease_expired", "permanent_failure"]
+        """Why: out of attempts after a nack, the lease expired on the last attempt, or a permanent failure."""
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 called the reason ``cause``; every other dispatch event says ``reason``."""
+            state["reason"] = state.pop("cause")
 
     class RunCancelled(Event):
         TOPIC = "Dispatch.RunCancelled"
@@ -294,7 +301,7 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
         }
         self._next(self.RunRescheduled, now, fields, reason=reason)
 
-    def _dead_letter(self, now: int, error: str, cause: str, *, attempt_count: int) -> None:
+    def _dead_letter(self, now: int, error: str, reason: str, *, attempt_count: int) -> None:
         # One rule for every dead letter, however it was reached (spec Z20): claim fields
         # and the runtime projection cleared; last_error, attempt_count and completed_at
         # say what happened. The run's own termination lives on the Run aggregate.
@@ -306,4 +313,4 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
             "last_error": error,
             "completed_at": now,
         }
-        self._next(self.DispatchDeadLettered, now, fields, cause=cause)
+        self._next(self.DispatchDeadLettered, now, fields, reason=reason)

@@ -47,7 +47,7 @@ class Decision(Value):
     decided_at: Millis
     resume_dispatch_id: str | None = None
     """The dispatch queued to resume the run, when this decision was the last one pending."""
-    pending_after: list[str] = []
+    pending_tool_calls: list[str] = []
     """The run's tool calls still undecided right after this decision."""
 
     def same_content(self, tool_call_id: str, resume: ToolCallResume) -> bool:

@@ -59,6 +59,13 @@ class RunRecord(Value):
 class Run(MailboxAggregate[RunRecord]):
     TOPIC = "Run"  # its stable stored name (docs/events.md)
     record_type = RunRecord
+    record_version = 2
+
+    @staticmethod
+    def upcast_record_v1_v2(record: dict[str, Any]) -> None:
+        """Version 1 called a decision's ``pending_tool_calls`` ``pending_after`` (in snapshots)."""
+        for decision in record.get("decisions", []):
+            decision["pending_tool_calls"] = decision.pop("pending_after")
 
     class Event(MailboxAggregate.Event):
         """Every run event names its run and thread, so it can be read on its own."""
@@ -161,7 +168,7 @@ class Run(MailboxAggregate[RunRecord]):
         def next_record(self, record: Any) -> Any:
             decision = Decision(
                 resume_dispatch_id=self.dispatch_id if self.resumes_run else None,
-                pending_after=self.pending_tool_calls,
+                pending_tool_calls=self.pending_tool_calls,
                 tool_call_id=self.tool_call_id,
                 resume=ToolCallResume(
                     decision_id=self.decision_id,

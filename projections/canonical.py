@@ -74,7 +74,7 @@ def _dispatch_extras(event: Dispatch.Event) -> dict[str, Any]:
     if isinstance(event, Dispatch.RunInterrupted):
         return {"new_dispatch_epoch": event.new_epoch}
     if isinstance(event, Dispatch.DispatchDeadLettered):
-        return {"reason": event.cause, "error": record.last_error}
+        return {"reason": event.reason, "error": record.last_error}
     if isinstance(event, (Dispatch.DispatchClaimed, Dispatch.LeaseExtended)):
         return {"claimed_by": record.claimed_by, "lease_until": record.lease_until}
     return {}

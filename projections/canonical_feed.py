@@ -6,12 +6,10 @@ event overwrites its row with the same values.
 
 from __future__ import annotations
 
-from typing import Any
-
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.canonical import CanonicalEvent, render
 from run_mailbox.projections.schema import Column, Table
-from run_mailbox.projections.view import ViewTx
+from run_mailbox.projections.view import ViewStore, ViewTx
 
 TABLE = "canonical_feed"
 
@@ -61,7 +59,7 @@ VIEW = CanonicalFeedView()
 # ---------------------------------------------------------------------- queries
 
 
-def feed(store: Any, after: int = 0, limit: int = 500, upstream_only: bool = False) -> list[CanonicalEvent]:
+def feed(store: ViewStore, after: int = 0, limit: int = 500, upstream_only: bool = False) -> list[CanonicalEvent]:
     """Up to ``limit`` envelopes after log position ``after``, in log order (only the kinds
     the upstream records when ``upstream_only``)."""
     where = {"upstream": True} if upstream_only else None

@@ -16,45 +16,53 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from run_mailbox.domain.messages import MessageSeqRange
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadMessage
-from run_mailbox.projections.schema import Column, Table
-from run_mailbox.projections.view import ViewTx
+from run_mailbox.projections.schema import Table, table_of
+from run_mailbox.projections.view import ViewStore, ViewTx
 
 RANGES = "checkpoint_ranges"
 THREADS = "checkpoint_threads"
 
-_RANGES = Table(
-    name=RANGES,
-    columns=(
-        Column("thread_id", "text", nullable=False),
-        Column("run_id", "text", nullable=False),
-        Column("seq_start", "int", nullable=False),
-        Column("seq_end", "int", nullable=False),
-        Column("message_count", "int", nullable=False),
-        Column("message_ids", "json", nullable=False),
-        Column("checkpointed_at", "int", nullable=False),
-        Column("position", "int", nullable=False),
-    ),
-    key=("thread_id", "run_id", "seq_start"),
-    indexes=(("thread_id", "seq_start"),),
+
+class CheckpointRangeRow(BaseModel):
+    """One checkpointed range: the seqs ``seq_start``..``seq_end`` of a thread, recorded by a run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    run_id: str
+    seq_start: int
+    seq_end: int
+    message_count: int
+    message_ids: list[str]
+    checkpointed_at: int
+    position: int
+
+
+class ThreadCheckpointsRow(BaseModel):
+    """A thread's summary: the highest committed seq, how far the ranges reach, and their gaps and overlaps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    high_water: int
+    checkpointed_through: int
+    range_count: int
+    gaps: list[MessageSeqRange]
+    overlaps: list[MessageSeqRange]
+    has_gaps: bool
+    has_overlaps: bool
+
+
+_RANGES = table_of(
+    CheckpointRangeRow, RANGES, key=("thread_id", "run_id", "seq_start"), indexes=(("thread_id", "seq_start"),)
 )
-_THREADS = Table(
-    name=THREADS,
-    columns=(
-        Column("thread_id", "text", nullable=False),
-        Column("high_water", "int", nullable=False),
-        Column("checkpointed_through", "int", nullable=False),
-        Column("range_count", "int", nullable=False),
-        Column("gaps", "json", nullable=False),
-        Column("overlaps", "json", nullable=False),
-        Column("has_gaps", "bool", nullable=False),
-        Column("has_overlaps", "bool", nullable=False),
-    ),
-    key=("thread_id",),
-    indexes=(("has_gaps",),),
-)
+_THREADS = table_of(ThreadCheckpointsRow, THREADS, key=("thread_id",), indexes=(("has_gaps",),))
 
 
 Span = tuple[int, int]  # inclusive (first, last)
@@ -223,25 +231,26 @@ VIEW = CheckpointRangesView()
 # ---------------------------------------------------------------------- queries
 
 
-def ranges_of_thread(store: Any, thread_id: str) -> list[dict[str, Any]]:
+def ranges_of_thread(store: ViewStore, thread_id: str) -> list[CheckpointRangeRow]:
     """The thread's checkpointed ranges in seq order (each row names its run)."""
-    return list(store.select(RANGES, {"thread_id": thread_id}, order_by=("seq_start", "run_id")))
+    rows = store.select(RANGES, {"thread_id": thread_id}, order_by=("seq_start", "run_id"))
+    return [CheckpointRangeRow.model_validate(row) for row in rows]
 
 
-def run_for_seq(store: Any, thread_id: str, seq: int) -> str | None:
+def run_for_seq(store: ViewStore, thread_id: str, seq: int) -> str | None:
     """The run whose checkpoint covers ``seq`` (the earliest recorded one if ranges overlap)."""
-    covering = [r for r in ranges_of_thread(store, thread_id) if r["seq_start"] <= seq <= r["seq_end"]]
+    covering = [r for r in ranges_of_thread(store, thread_id) if r.seq_start <= seq <= r.seq_end]
     if not covering:
         return None
-    return str(min(covering, key=lambda r: r["position"])["run_id"])
+    return min(covering, key=lambda r: r.position).run_id
 
 
-def thread_summary(store: Any, thread_id: str) -> dict[str, Any] | None:
+def thread_summary(store: ViewStore, thread_id: str) -> ThreadCheckpointsRow | None:
     """High-water mark, checkpointed-through seq, gaps and overlaps of one thread."""
     rows = store.select(THREADS, {"thread_id": thread_id}, limit=1)
-    return dict(rows[0]) if rows else None
+    return ThreadCheckpointsRow.model_validate(rows[0]) if rows else None
 
 
-def threads_with_gaps(store: Any) -> list[str]:
+def threads_with_gaps(store: ViewStore) -> list[str]:
     """Threads with a seq between 1 and their last checkpointed seq that no range covers."""
     return [r["thread_id"] for r in store.select(THREADS, {"has_gaps": True}, order_by=("thread_id",))]

@@ -10,34 +10,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.values import DispatchStatus
-from run_mailbox.projections.schema import Column, Table
-from run_mailbox.projections.view import ViewTx
+from run_mailbox.projections.schema import Table, table_of
+from run_mailbox.projections.view import ViewStore, ViewTx
 
 TABLE = "dispatch_queue"
 
-_TABLE = Table(
-    name=TABLE,
-    columns=(
-        Column("dispatch_id", "text", nullable=False),
-        Column("thread_id", "text", nullable=False),
-        Column("run_id", "text", nullable=False),
-        Column("status", "text", nullable=False),
-        Column("priority", "int", nullable=False),
-        Column("dispatch_epoch", "int", nullable=False),
-        Column("created_at", "int", nullable=False),
-        Column("available_at", "int", nullable=False),
-        Column("updated_at", "int", nullable=False),
-        Column("completed_at", "int"),
-        Column("lease_until", "int"),
-        Column("claimed_by", "text"),
-        Column("attempt_count", "int", nullable=False),
-        Column("max_attempts", "int", nullable=False),
-        Column("last_error", "text"),
-        Column("position", "int", nullable=False),
-    ),
+
+class DispatchQueueRow(BaseModel):
+    """One dispatch as the queue view holds it (``position``: the log position it was written from)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dispatch_id: str
+    thread_id: str
+    run_id: str
+    status: str
+    priority: int
+    dispatch_epoch: int
+    created_at: int
+    available_at: int
+    updated_at: int
+    completed_at: int | None
+    lease_until: int | None
+    claimed_by: str | None
+    attempt_count: int
+    max_attempts: int
+    last_error: str | None
+    position: int
+
+
+_TABLE = table_of(
+    DispatchQueueRow,
+    TABLE,
     key=("dispatch_id",),
     indexes=(("status", "priority", "created_at"), ("status", "lease_until"), ("thread_id",)),
 )
@@ -87,32 +96,28 @@ VIEW = DispatchQueueView()
 # ---------------------------------------------------------------------- queries
 
 
-def ready(store: Any, now: int, limit: int = 100) -> list[dict[str, Any]]:
+def ready(store: ViewStore, now: int, limit: int = 100) -> list[DispatchQueueRow]:
     """Queued dispatches due at ``now`` (available_at <= now) on threads with no claimed
     dispatch (a thread runs one dispatch at a time), in claim order: priority, age, id."""
     busy = {row["thread_id"] for row in store.select(TABLE, {"status": DispatchStatus.CLAIMED.value})}
     queued = store.select(
         TABLE, {"status": DispatchStatus.QUEUED.value}, order_by=("priority", "created_at", "dispatch_id")
     )
-    return [row for row in queued if row["available_at"] <= now and row["thread_id"] not in busy][:limit]
+    due = [row for row in queued if row["available_at"] <= now and row["thread_id"] not in busy][:limit]
+    return [DispatchQueueRow.model_validate(row) for row in due]
 
 
-def claimed_by_lease_expiry(store: Any, limit: int = 100) -> list[dict[str, Any]]:
+def claimed_by_lease_expiry(store: ViewStore, limit: int = 100) -> list[DispatchQueueRow]:
     """Claimed dispatches, the one whose lease runs out first first."""
-    return list(
-        store.select(
-            TABLE, {"status": DispatchStatus.CLAIMED.value}, order_by=("lease_until", "dispatch_id"), limit=limit
-        )
+    rows = store.select(
+        TABLE, {"status": DispatchStatus.CLAIMED.value}, order_by=("lease_until", "dispatch_id"), limit=limit
     )
+    return [DispatchQueueRow.model_validate(row) for row in rows]
 
 
-def dead_letters(store: Any, limit: int = 100) -> list[dict[str, Any]]:
+def dead_letters(store: ViewStore, limit: int = 100) -> list[DispatchQueueRow]:
     """Dead-lettered dispatches, oldest first."""
-    return list(
-        store.select(
-            TABLE,
-            {"status": DispatchStatus.DEAD_LETTER.value},
-            order_by=("completed_at", "dispatch_id"),
-            limit=limit,
-        )
+    rows = store.select(
+        TABLE, {"status": DispatchStatus.DEAD_LETTER.value}, order_by=("completed_at", "dispatch_id"), limit=limit
     )
+    return [DispatchQueueRow.model_validate(row) for row in rows]

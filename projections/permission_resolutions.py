@@ -15,37 +15,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.run import Run
-from run_mailbox.projections.schema import Column, Table
-from run_mailbox.projections.view import ViewTx
+from run_mailbox.projections.schema import Table, table_of
+from run_mailbox.projections.view import ViewStore, ViewTx
 
 TABLE = "permission_resolutions"
 PENDING = "pending"
 ABANDONED = "abandoned"
 
-_TABLE = Table(
-    name=TABLE,
-    columns=(
-        Column("run_id", "text", nullable=False),
-        Column("tool_call_id", "text", nullable=False),
-        Column("thread_id", "text", nullable=False),
-        Column("tool_name", "text"),
-        Column("status", "text", nullable=False),
-        Column("approved", "bool"),
-        Column("decision_id", "text"),
-        Column("action", "text"),
-        Column("reason", "text"),
-        Column("delivery_path", "text"),
-        Column("dispatch_id", "text"),
-        Column("requested_at", "int"),
-        Column("resolved_at", "int"),
-        Column("requested_position", "int", nullable=False),
-        Column("ticket_index", "int", nullable=False),
-    ),
-    key=("run_id", "tool_call_id"),
-    indexes=(("status", "thread_id"), ("run_id",)),
-)
+
+class PermissionRow(BaseModel):
+    """One tool-permission ticket: ``status`` is pending, resolved, cancelled, approved, denied or abandoned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    tool_call_id: str
+    thread_id: str
+    tool_name: str | None
+    status: str
+    approved: bool | None
+    decision_id: str | None
+    action: str | None
+    reason: str | None
+    delivery_path: str | None
+    dispatch_id: str | None
+    requested_at: int | None
+    resolved_at: int | None
+    requested_position: int
+    ticket_index: int
+
+
+_TABLE = table_of(PermissionRow, TABLE, key=("run_id", "tool_call_id"), indexes=(("status", "thread_id"), ("run_id",)))
 
 
 def _decided(event: Run.MailboxDecisionReceived | Run.ToolPermissionResolved, status: str) -> dict[str, Any]:
@@ -154,14 +158,14 @@ VIEW = PermissionResolutionsView()
 _ORDER = ("requested_position", "ticket_index")
 
 
-def pending_by_thread(store: Any, thread_id: str | None = None) -> list[dict[str, Any]]:
+def pending_by_thread(store: ViewStore, thread_id: str | None = None) -> list[PermissionRow]:
     """Tickets still waiting for a decision (of one thread, or of all), oldest first."""
     where: dict[str, Any] = {"status": PENDING}
     if thread_id is not None:
         where["thread_id"] = thread_id
-    return list(store.select(TABLE, where, order_by=_ORDER))
+    return [PermissionRow.model_validate(row) for row in store.select(TABLE, where, order_by=_ORDER)]
 
 
-def history_of_run(store: Any, run_id: str) -> list[dict[str, Any]]:
+def history_of_run(store: ViewStore, run_id: str) -> list[PermissionRow]:
     """Every ticket of the run with its outcome, in the order they were requested."""
-    return list(store.select(TABLE, {"run_id": run_id}, order_by=_ORDER))
+    return [PermissionRow.model_validate(row) for row in store.select(TABLE, {"run_id": run_id}, order_by=_ORDER)]

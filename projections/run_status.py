@@ -11,37 +11,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.run import TOOL_PERMISSION, Run
 from run_mailbox.domain.values import RunStatus, TerminationReason
-from run_mailbox.projections.schema import Column, Table
-from run_mailbox.projections.view import ViewTx
+from run_mailbox.projections.schema import Table, table_of
+from run_mailbox.projections.view import ViewStore, ViewTx
 
 TABLE = "run_status"
 
-_TABLE = Table(
-    name=TABLE,
-    columns=(
-        Column("run_id", "text", nullable=False),
-        Column("thread_id", "text", nullable=False),
-        Column("agent_id", "text", nullable=False),
-        Column("status", "text", nullable=False),
-        Column("waiting_reason", "text"),
-        Column("dispatch_id", "text"),
-        Column("attempts", "int", nullable=False),
-        Column("termination", "json"),
-        Column("error", "text"),
-        Column("created_at", "int", nullable=False),
-        Column("started_at", "int"),
-        Column("finished_at", "int"),
-        Column("updated_at", "int", nullable=False),
-        Column("position", "int", nullable=False),
-        Column("dispatch_position", "int", nullable=False),
-    ),
-    key=("run_id",),
-    indexes=(("status",), ("thread_id",)),
-)
+
+class RunStatusRow(BaseModel):
+    """One run as the status view holds it; ``attempts``: the attempt count of its latest dispatch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    thread_id: str
+    agent_id: str
+    status: str
+    waiting_reason: str | None
+    dispatch_id: str | None
+    attempts: int
+    termination: dict[str, Any] | None
+    error: str | None
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    updated_at: int
+    position: int
+    dispatch_position: int
+
+
+_TABLE = table_of(RunStatusRow, TABLE, key=("run_id",), indexes=(("status",), ("thread_id",)))
 
 
 def _finished(termination: TerminationReason, error: str | None, now: int) -> dict[str, Any]:
@@ -142,12 +146,13 @@ VIEW = RunStatusView()
 # ---------------------------------------------------------------------- queries
 
 
-def get(store: Any, run_id: str) -> dict[str, Any] | None:
+def get(store: ViewStore, run_id: str) -> RunStatusRow | None:
+    """The run's row, or None when the view has none."""
     rows = store.select(TABLE, {"run_id": run_id}, limit=1)
-    return dict(rows[0]) if rows else None
+    return RunStatusRow.model_validate(rows[0]) if rows else None
 
 
-def counts_by_status(store: Any) -> dict[str, int]:
+def counts_by_status(store: ViewStore) -> dict[str, int]:
     """How many runs are in each status (every status present, zero when none)."""
     counts = {status.value: 0 for status in RunStatus}
     for row in store.select(TABLE):

@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.projections.view import RebuildBehind, ViewStore
+from run_mailbox.projections.view import RebuildBehind, RebuildFailed, ViewStore
 
 Pair = tuple[int, DomainEvent]
 ReadPage = Callable[[int, int], Sequence[Pair]]
 Subscribe = Callable[[int], Iterable[Pair]]
+Progress = Callable[[int, int], None]  # (position reached, events applied in the page)
 _END = object()
 
 
@@ -43,19 +44,23 @@ class ViewRunner:
         self.follow_batch_size = follow_batch_size
         self.poll_interval = poll_interval
 
-    def catch_up(self) -> int:
-        """Applies every recorded event after the store's position, one transaction per page; returns how many."""
+    def catch_up(self, on_batch: Progress | None = None) -> int:
+        """Applies every recorded event after the store's position, one transaction per page; returns
+        how many. ``on_batch(position, applied)`` is called after each page."""
         applied = 0
         after = self.store.position()
         while True:
             page = self.read_page(after, self.batch_size)
             if not page:
                 return applied
-            applied += self.store.apply(page)
+            done = self.store.apply(page)
+            applied += done
             last = max(position for position, _ in page)
             if last <= after:
                 raise RuntimeError(f"read_page({after}, ...) returned no position after {after}")
             after = last
+            if on_batch is not None:
+                on_batch(after, done)
 
     def wait_until(self, position: int, timeout: float = 10.0) -> None:
         """Catches up until the store has applied ``position``; TimeoutError when the log stays short of it."""
@@ -136,20 +141,26 @@ def _drain(inbox: queue.Queue[Any], limit: int, wait: float) -> tuple[list[Pair]
         return batch, False
 
 
-def rebuild(store: ViewStore, read_page: ReadPage, batch_size: int = 1000, attempts: int = 5) -> int:
+def rebuild(
+    store: ViewStore,
+    read_page: ReadPage,
+    batch_size: int = 1000,
+    attempts: int = 5,
+    on_batch: Progress | None = None,
+) -> int:
     """Replays the whole log into scratch tables and swaps them in; returns the position swapped in.
 
     The scratch store catches up again when a live runner moved the live view past it meanwhile,
-    so readers never see the view go back in time.
+    so readers never see the view go back in time. RebuildFailed when it never overtakes them.
     """
     scratch = store.begin_rebuild()
     runner = ViewRunner(scratch, read_page, batch_size)
     for _ in range(attempts):
-        runner.catch_up()
+        runner.catch_up(on_batch)
         try:
             store.swap_in(scratch)
         except RebuildBehind:
             continue
         return store.position()
     scratch.drop()
-    raise RuntimeError(f"view {store.view.name!r}: the rebuild could not overtake the live view in {attempts} tries")
+    raise RebuildFailed(store.view.name, attempts)

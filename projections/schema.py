@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 ColumnType = Literal["text", "int", "bool", "json"]
 Row = dict[str, Any]
@@ -213,3 +213,18 @@ def sort_rows(table: Table, rows: Iterable[Row], order_by: Sequence[str] = ()) -
 
 def _nulls_first(name: str) -> Callable[[Row], tuple[Any, ...]]:
     return lambda row: (0,) if row[name] is None else (1, row[name])
+
+
+def table_of(
+    row_type: type[Any], name: str, *, key: tuple[str, ...], indexes: tuple[tuple[str, ...], ...] = ()
+) -> Table:
+    """The table whose rows ``row_type`` (a pydantic model) reads: a column per field, in field order;
+    ``str``/``int``/``bool`` fields are text/int/bool columns, anything else JSON; ``X | None`` is nullable."""
+    columns = []
+    for field_name, info in row_type.model_fields.items():
+        annotation = info.annotation
+        nullable = type(None) in get_args(annotation)
+        base = next((a for a in get_args(annotation) if a is not type(None)), annotation) if nullable else annotation
+        kind: ColumnType = {str: "text", int: "int", bool: "bool"}.get(base, "json")  # type: ignore[assignment]
+        columns.append(Column(field_name, kind, nullable=nullable))
+    return Table(name=name, columns=tuple(columns), key=key, indexes=indexes)

@@ -76,6 +76,14 @@ class RebuildBehind(RuntimeError):
         self.live_position = live
 
 
+class RebuildFailed(RuntimeError):
+    """A rebuild never caught up with the live view (live runners kept moving it): nothing was swapped in."""
+
+    def __init__(self, view: str, attempts: int) -> None:
+        super().__init__(f"view {view!r}: the rebuild could not overtake the live view in {attempts} tries")
+        self.view = view
+
+
 Load = Callable[[Table, Key], Row | None]
 Scan = Callable[[Table, Row], list[Row]]
 LoadMany = Callable[[Table, int, list[Key]], list[Row]]  # (table, prefix length, prefixes) -> committed rows

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from run_mailbox.cli.main import app
 from run_mailbox.domain import DispatchStatus
 from run_mailbox.infrastructure.service import MailboxService
-from run_mailbox.infrastructure.views_host import PREFIX, ViewHost
+from run_mailbox.infrastructure.views.host import PREFIX, ViewHost
 from run_mailbox.projections import dispatch_queue, run_status
 
 
@@ -58,9 +58,9 @@ def test_the_dispatch_queue_view_agrees_with_the_service(service, clock, host):
     _workload(service, clock)
     host.catch_up()
     store = host.store("dispatch_queue")
-    ready = [row["dispatch_id"] for row in dispatch_queue.ready(store, clock.now, 100)]
+    ready = [row.dispatch_id for row in dispatch_queue.ready(store, clock.now, 100)]
     assert ready == list(service.ready_dispatch_ids(limit=100))
-    dead = [row["dispatch_id"] for row in dispatch_queue.dead_letters(store, 100)]
+    dead = [row.dispatch_id for row in dispatch_queue.dead_letters(store, 100)]
     assert dead == [d.dispatch_id for d in service.list_terminal_dispatches() if d.status is DispatchStatus.DEAD_LETTER]
     counts = run_status.counts_by_status(host.store("run_status"))
     assert sum(counts.values()) == 9

@@ -141,7 +141,7 @@ def outcome_of(run: RunRecord, decision_id: str) -> DecisionOutcome:
         action=decision.resume.action,
         approved=decision.resume.approved,
         delivery_path=decision.delivery_path,
-        pending_tool_calls=decision.pending_after,
+        pending_tool_calls=decision.pending_tool_calls,
         resume_dispatch_id=decision.resume_dispatch_id,
     )
 

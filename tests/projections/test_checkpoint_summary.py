@@ -85,4 +85,4 @@ def test_new_ranges_of_real_shape_are_summarised_without_reading_the_other_range
     held = store.select(RANGES)
     summary = checkpoint_ranges.thread_summary(store, "t")
     assert summary is not None
-    assert {k: summary[k] for k in summary_of(held)} == summary_of(held)
+    assert {k: summary.model_dump()[k] for k in summary_of(held)} == summary_of(held)

@@ -14,6 +14,7 @@ from uuid import uuid4
 import pytest
 
 from run_mailbox.domain import DispatchStatus, DispatchSuperseded, RunStatus
+from run_mailbox.domain.messages import MessageSeqRange
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.run import Run
 from run_mailbox.projections import (
@@ -166,22 +167,22 @@ def test_dispatch_queue_rows_equal_the_dispatch_records_and_answer_ready_like_th
     for row in rows:
         record = memory_service.get_dispatch(row["dispatch_id"]).model_dump(mode="json")
         assert {k: v for k, v in row.items() if k != "position"} == {k: record[k] for k in row if k != "position"}
-    ready = [r["dispatch_id"] for r in dispatch_queue.ready(store, clock.now)]
+    ready = [r.dispatch_id for r in dispatch_queue.ready(store, clock.now)]
     assert ready == list(memory_service.ready_dispatch_ids(now=clock.now))
     assert ready == ["d-b", "d-a", "d-g"]  # d-c is not due yet, d-k2 waits behind claimed d-k
-    assert [r["dispatch_id"] for r in dispatch_queue.ready(store, clock.now, limit=1)] == ["d-b"]
-    assert "d-c" in [r["dispatch_id"] for r in dispatch_queue.ready(store, clock.now + 10_000)]
+    assert [r.dispatch_id for r in dispatch_queue.ready(store, clock.now, limit=1)] == ["d-b"]
+    assert "d-c" in [r.dispatch_id for r in dispatch_queue.ready(store, clock.now + 10_000)]
 
 
 def test_dispatch_queue_lists_claims_by_lease_expiry_and_dead_letters_with_their_errors(memory_service, clock):
     dispatch_story(memory_service, clock)
     store = project(dispatch_queue.VIEW, log_of(memory_service))
     claimed = dispatch_queue.claimed_by_lease_expiry(store, limit=10)
-    assert [(r["dispatch_id"], r["claimed_by"]) for r in claimed] == [("d-m", "w-6"), ("d-k", "w-5")]
-    assert claimed[0]["lease_until"] < claimed[1]["lease_until"]
-    assert [r["dispatch_id"] for r in dispatch_queue.claimed_by_lease_expiry(store, limit=1)] == ["d-m"]
+    assert [(r.dispatch_id, r.claimed_by) for r in claimed] == [("d-m", "w-6"), ("d-k", "w-5")]
+    assert claimed[0].lease_until < claimed[1].lease_until
+    assert [r.dispatch_id for r in dispatch_queue.claimed_by_lease_expiry(store, limit=1)] == ["d-m"]
     dead = dispatch_queue.dead_letters(store, limit=10)
-    assert [(r["dispatch_id"], r["attempt_count"], r["last_error"]) for r in dead] == [
+    assert [(r.dispatch_id, r.attempt_count, r.last_error) for r in dead] == [
         ("d-e", 2, "boom 2"),
         ("d-f", 0, "bad input"),
     ]
@@ -210,12 +211,12 @@ def test_run_status_mirrors_every_run_and_counts_runs_by_status(memory_service, 
     assert_run_rows_match_records(store, memory_service)
     exhausted = run_status.get(store, "r-e")
     assert exhausted is not None
-    assert (exhausted["status"], exhausted["attempts"], exhausted["error"]) == ("done", 2, "boom 2")
-    assert exhausted["termination"] == {"type": "error", "value": "boom 2"}
-    assert run_status.get(store, "r-g")["attempts"] == 1  # reclaimed once
-    assert run_status.get(store, "r-p")["termination"] == {"type": "natural_end"}
+    assert (exhausted.status, exhausted.attempts, exhausted.error) == ("done", 2, "boom 2")
+    assert exhausted.termination == {"type": "error", "value": "boom 2"}
+    assert run_status.get(store, "r-g").attempts == 1  # type: ignore[union-attr]  # reclaimed once
+    assert run_status.get(store, "r-p").termination == {"type": "natural_end"}
     resumed = run_status.get(store, "r-p1")
-    assert (resumed["status"], resumed["waiting_reason"], resumed["dispatch_id"]) == (
+    assert (resumed.status, resumed.waiting_reason, resumed.dispatch_id) == (
         "waiting",
         "tool_permission",
         "d-rs",
@@ -237,31 +238,31 @@ def test_permission_resolutions_follow_each_ticket_from_pending_to_its_decision(
     permission_story(memory_service, clock)
     store = project(permission_resolutions.VIEW, log_of(memory_service))
     history = permission_resolutions.history_of_run(store, "r-p1")
-    assert [(r["tool_call_id"], r["tool_name"], r["status"], r["decision_id"]) for r in history] == [
+    assert [(r.tool_call_id, r.tool_name, r.status, r.decision_id) for r in history] == [
         ("call-1", "tool-call-1", "approved", "dec-1"),
         ("call-2", "tool-call-2", "denied", "dec-2"),
         ("call-3", "tool-call-3", "cancelled", "dec-3"),
         ("call-4", "tool-call-4", "resolved", "dec-4"),
     ]
-    assert [r["approved"] for r in history] == [True, False, None, None]
-    assert history[0]["delivery_path"] == "local_live"  # the first delivery; the second changed nothing
-    assert history[1]["reason"] == "too risky"
-    assert history[2]["action"] == "cancel"
-    suspended_at = history[0]["requested_at"]
-    assert all(r["requested_at"] == suspended_at and r["thread_id"] == "t-perm" for r in history)
-    assert [r["resolved_at"] - suspended_at for r in history] == [10, 10, 10, 20]
-    assert history[3]["dispatch_id"] == "d-rs"  # the last decision queued the resume dispatch
+    assert [r.approved for r in history] == [True, False, None, None]
+    assert history[0].delivery_path == "local_live"  # the first delivery; the second changed nothing
+    assert history[1].reason == "too risky"
+    assert history[2].action == "cancel"
+    suspended_at = history[0].requested_at
+    assert all(r.requested_at == suspended_at and r.thread_id == "t-perm" for r in history)
+    assert [r.resolved_at - suspended_at for r in history] == [10, 10, 10, 20]
+    assert history[3].dispatch_id == "d-rs"  # the last decision queued the resume dispatch
 
 
 def test_pending_tickets_are_listed_per_thread_and_a_finished_run_abandons_its_tickets(memory_service, clock):
     permission_story(memory_service, clock)
     store = project(permission_resolutions.VIEW, log_of(memory_service))
-    assert [r["tool_call_id"] for r in permission_resolutions.pending_by_thread(store)] == ["call-9"]
-    assert [r["run_id"] for r in permission_resolutions.pending_by_thread(store, "t-perm2")] == ["r-p2"]
+    assert [r.tool_call_id for r in permission_resolutions.pending_by_thread(store)] == ["call-9"]
+    assert [r.run_id for r in permission_resolutions.pending_by_thread(store, "t-perm2")] == ["r-p2"]
     assert permission_resolutions.pending_by_thread(store, "t-perm") == []
     abandoned = permission_resolutions.history_of_run(store, "r-p3")
-    assert [(r["tool_call_id"], r["status"], r["decision_id"]) for r in abandoned] == [("call-7", "abandoned", None)]
-    assert abandoned[0]["resolved_at"] == memory_service.get_run("r-p3").finished_at
+    assert [(r.tool_call_id, r.status, r.decision_id) for r in abandoned] == [("call-7", "abandoned", None)]
+    assert abandoned[0].resolved_at == memory_service.get_run("r-p3").finished_at
 
 
 def test_pending_tickets_match_the_runs_own_pending_tickets_at_every_step(memory_service, clock):
@@ -279,7 +280,7 @@ def test_pending_tickets_match_the_runs_own_pending_tickets_at_every_step(memory
             (run_id, t.tool_call_id) for run_id in runs for t in memory_service.get_run(run_id).pending_tickets()
         )
         pending = permission_resolutions.pending_by_thread(store)
-        assert sorted((r["run_id"], r["tool_call_id"]) for r in pending) == expected
+        assert sorted((r.run_id, r.tool_call_id) for r in pending) == expected
 
     suspend(memory_service, "t-perm", "r-p1", "call-1", "call-2")
     runs.append("r-p1")
@@ -302,7 +303,7 @@ def test_checkpoint_ranges_name_the_run_behind_every_committed_seq(memory_servic
     checkpoint_story(memory_service, clock)
     store = project(checkpoint_ranges.VIEW, log_of(memory_service))
     ranges = checkpoint_ranges.ranges_of_thread(store, "t-log")
-    assert [(r["run_id"], r["seq_start"], r["seq_end"], r["message_ids"]) for r in ranges] == [
+    assert [(r.run_id, r.seq_start, r.seq_end, r.message_ids) for r in ranges] == [
         ("r-l1", 1, 2, ["m1", "m2"]),
         ("r-l2", 3, 5, ["m3", "m4", "m5"]),
         ("r-l1", 6, 6, ["m6"]),
@@ -319,8 +320,8 @@ def test_checkpoint_ranges_name_the_run_behind_every_committed_seq(memory_servic
     ]
     summary = checkpoint_ranges.thread_summary(store, "t-log")
     assert summary is not None
-    assert (summary["high_water"], summary["checkpointed_through"], summary["range_count"]) == (6, 6, 3)
-    assert (summary["gaps"], summary["overlaps"]) == ([], [])
+    assert (summary.high_water, summary.checkpointed_through, summary.range_count) == (6, 6, 3)
+    assert (summary.gaps, summary.overlaps) == ([], [])
     assert checkpoint_ranges.threads_with_gaps(store) == []
     assert checkpoint_ranges.ranges_of_thread(store, "t-other") == []
 
@@ -355,9 +356,9 @@ def test_checkpoint_ranges_report_holes_and_overlaps_between_ranges(memory_servi
     store = project(checkpoint_ranges.VIEW, pairs + foreign)
     summary = checkpoint_ranges.thread_summary(store, "t-log")
     assert summary is not None
-    assert summary["gaps"] == [{"first": 8, "last": 8}]
-    assert summary["overlaps"] == [{"first": 5, "last": 6}]
-    assert (summary["high_water"], summary["checkpointed_through"]) == (6, 10)
+    assert summary.gaps == [MessageSeqRange(first=8, last=8)]
+    assert summary.overlaps == [MessageSeqRange(first=5, last=6)]
+    assert (summary.high_water, summary.checkpointed_through) == (6, 10)
     assert checkpoint_ranges.threads_with_gaps(store) == ["t-far", "t-log"]
     assert checkpoint_ranges.run_for_seq(store, "t-log", 5) == "r-l2"  # recorded first
     assert checkpoint_ranges.run_for_seq(store, "t-log", 7) == "r-y"
@@ -465,17 +466,17 @@ def test_the_queries_answer_the_same_on_a_real_store_as_the_service(service, clo
     full_story(service, clock)
     catch_up(real_stores, service, batch_size=50)
     queue = real_stores["dispatch_queue"]
-    assert [r["dispatch_id"] for r in dispatch_queue.ready(queue, clock.now)] == list(
+    assert [r.dispatch_id for r in dispatch_queue.ready(queue, clock.now)] == list(
         service.ready_dispatch_ids(now=clock.now)
     )
-    assert [r["dispatch_id"] for r in dispatch_queue.claimed_by_lease_expiry(queue, 10)] == ["d-m", "d-k"]
-    assert [r["dispatch_id"] for r in dispatch_queue.dead_letters(queue, 10)] == ["d-e", "d-f"]
+    assert [r.dispatch_id for r in dispatch_queue.claimed_by_lease_expiry(queue, 10)] == ["d-m", "d-k"]
+    assert [r.dispatch_id for r in dispatch_queue.dead_letters(queue, 10)] == ["d-e", "d-f"]
     runs = real_stores["run_status"]
     assert_run_rows_match_records(runs, service)
     assert run_status.counts_by_status(runs) == {"created": 9, "running": 0, "waiting": 2, "done": 7}
     permissions = real_stores["permission_resolutions"]
-    assert [r["tool_call_id"] for r in permission_resolutions.pending_by_thread(permissions)] == ["call-9"]
-    statuses = [r["status"] for r in permission_resolutions.history_of_run(permissions, "r-p1")]
+    assert [r.tool_call_id for r in permission_resolutions.pending_by_thread(permissions)] == ["call-9"]
+    statuses = [r.status for r in permission_resolutions.history_of_run(permissions, "r-p1")]
     assert statuses == ["approved", "denied", "cancelled", "resolved"]
     ranges = real_stores["checkpoint_ranges"]
     assert checkpoint_ranges.run_for_seq(ranges, "t-log", 4) == "r-l2"

@@ -281,10 +281,10 @@ def test_each_transition_raises_exactly_one_event_of_its_kind(start, action, eve
     ("max_attempts", "action", "fact"),
     [
         (3, lambda d: d.nack(claim_token=TOKEN, error="e", now=1_600, retry_at=None), ("reason", "retry_backoff")),
-        (1, lambda d: d.nack(claim_token=TOKEN, error="e", now=1_600, retry_at=None), ("cause", "attempts_exhausted")),
+        (1, lambda d: d.nack(claim_token=TOKEN, error="e", now=1_600, retry_at=None), ("reason", "attempts_exhausted")),
         (3, lambda d: d.expire_lease(now=2_001), ("reason", "expired_lease_reclaimed")),
-        (1, lambda d: d.expire_lease(now=2_001), ("cause", "lease_expired")),
-        (3, lambda d: d.dead_letter(claim_token=TOKEN, error="e", now=1_600), ("cause", "permanent_failure")),
+        (1, lambda d: d.expire_lease(now=2_001), ("reason", "lease_expired")),
+        (3, lambda d: d.dead_letter(claim_token=TOKEN, error="e", now=1_600), ("reason", "permanent_failure")),
     ],
 )
 def test_a_requeue_or_dead_letter_event_states_why(max_attempts, action, fact):

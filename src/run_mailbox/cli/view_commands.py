@@ -14,8 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from run_mailbox.cli.app import app, opened
-from run_mailbox.infrastructure.views_host import ViewHost
-from run_mailbox.projections import dispatch_queue, permission_resolutions
+from run_mailbox.infrastructure.views.host import ViewHost
 from run_mailbox.projections.views import ALL_VIEWS
 
 VIEW_NAMES = [view.name for view in ALL_VIEWS]
@@ -92,13 +91,12 @@ def pending(
     """Tool calls waiting for a decision."""
     with hosted(ctx) as host:
         host.runner("permission_resolutions").catch_up()
-        rows = permission_resolutions.pending_by_thread(host.store("permission_resolutions"), thread_id)
+        rows = host.pending_permissions(thread_id)
         table = Table(title="pending permissions", box=box.SIMPLE_HEAD)
         for column in ("thread", "run", "tool call", "tool", "requested at"):
             table.add_column(column, overflow="fold")
         for row in rows:
-            cells = (row["thread_id"], row["run_id"], row["tool_call_id"], row["tool_name"], str(row["requested_at"]))
-            table.add_row(*cells)
+            table.add_row(row.thread_id, row.run_id, row.tool_call_id, row.tool_name or "", str(row.requested_at))
         Console().print(table)
 
 
@@ -109,19 +107,18 @@ def queue(
     """Ready dispatches (priority, age), claimed ones by lease expiry, dead letters."""
     with hosted(ctx) as host:
         host.runner("dispatch_queue").catch_up()
-        store = host.store("dispatch_queue")
-        now = host.service.clock()
         console = Console()
         sections = [
-            ("ready", dispatch_queue.ready(store, now, limit), ("priority", "created_at", "available_at")),
-            ("claimed", dispatch_queue.claimed_by_lease_expiry(store, limit), ("claimed_by", "lease_until")),
-            ("dead letters", dispatch_queue.dead_letters(store, limit), ("attempt_count", "last_error")),
+            ("ready", host.ready_dispatches(limit=limit), ("priority", "created_at", "available_at")),
+            ("claimed", host.claimed_dispatches(limit=limit), ("claimed_by", "lease_until")),
+            ("dead letters", host.dead_letters(limit=limit), ("attempt_count", "last_error")),
         ]
         for title, rows, extra in sections:
             table = Table(title=f"{title} ({len(rows)})", box=box.SIMPLE_HEAD)
             for column in ("dispatch", "thread", "run", *extra):
                 table.add_column(column, overflow="fold")
             for row in rows:
+                values = row.model_dump()
                 cells = ("dispatch_id", "thread_id", "run_id", *extra)
-                table.add_row(*(str(row[c]) if row[c] is not None else "" for c in cells))
+                table.add_row(*(str(values[c]) if values[c] is not None else "" for c in cells))
             console.print(table)
