@@ -2,58 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
-
-from pydantic import JsonValue
+from typing import Any
 
 from run_mailbox.domain.errors import InvalidArgument, InvalidTransition
 from run_mailbox.domain.ids import run_aggregate_id
-from run_mailbox.domain.messages import MessageSeqRange
-from run_mailbox.domain.model import Created, MailboxAggregate
+from run_mailbox.domain.model import MailboxAggregate
 from run_mailbox.domain.permissions import Decision, DeliveryPath, ToolCallResume, ToolTicket
-from run_mailbox.domain.values import Millis, RunStatus, TerminationReason, Value
+from run_mailbox.domain.run_events import (
+    MailboxDecisionReceived,
+    MailboxResumeFailed,
+    RunCreated,
+    RunErrored,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    RunSuspended,
+    ThreadMessagesCheckpointed,
+    ToolPermissionResolved,
+)
+from run_mailbox.domain.run_record import MOVES, TOOL_PERMISSION, RunRecord
+from run_mailbox.domain.values import RunStatus, TerminationReason
 
-TOOL_PERMISSION = "tool_permission"
-
-# Allowed moves (spec payloads section 6); a move to the same status is allowed.
-_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.CREATED: frozenset({RunStatus.CREATED, RunStatus.RUNNING, RunStatus.DONE}),
-    RunStatus.RUNNING: frozenset({RunStatus.RUNNING, RunStatus.WAITING, RunStatus.DONE}),
-    RunStatus.WAITING: frozenset({RunStatus.WAITING, RunStatus.RUNNING, RunStatus.DONE}),
-    RunStatus.DONE: frozenset(),
-}
-
-
-class RunRecord(Value):
-    run_id: str
-    thread_id: str
-    agent_id: str
-    status: RunStatus = RunStatus.CREATED
-    dispatch_id: str | None = None
-    termination: TerminationReason | None = None
-    error: str | None = None
-    created_at: Millis
-    updated_at: Millis
-    started_at: Millis | None = None
-    finished_at: Millis | None = None
-    waiting_reason: str | None = None
-    tickets: list[ToolTicket] = []
-    decisions: list[Decision] = []
-    checkpoints: list[MessageSeqRange] = []
-
-    @property
-    def is_done(self) -> bool:
-        return self.status is RunStatus.DONE
-
-    def decision(self, decision_id: str) -> Decision | None:
-        return next((d for d in self.decisions if d.resume.decision_id == decision_id), None)
-
-    def decided_tool_calls(self) -> set[str]:
-        return {d.tool_call_id for d in self.decisions}
-
-    def pending_tickets(self) -> list[ToolTicket]:
-        decided = self.decided_tool_calls()
-        return [t for t in self.tickets if t.tool_call_id not in decided]
+__all__ = ["TOOL_PERMISSION", "Run", "RunRecord"]
 
 
 class Run(MailboxAggregate[RunRecord]):
@@ -67,173 +37,17 @@ class Run(MailboxAggregate[RunRecord]):
         for decision in record.get("decisions", []):
             decision["pending_tool_calls"] = decision.pop("pending_after")
 
-    class Event(MailboxAggregate.Event):
-        """Every run event names its run and thread, so it can be read on its own."""
-
-        run_id: str
-        thread_id: str
-        now: int
-
-    class RunCreated(Event, Created):
-        TOPIC = "Run.RunCreated"
-        agent_id: str
-        dispatch_id: str
-
-        def apply(self, aggregate: Any) -> None:
-            aggregate.record = RunRecord(
-                run_id=self.run_id,
-                thread_id=self.thread_id,
-                agent_id=self.agent_id,
-                dispatch_id=self.dispatch_id,
-                created_at=self.now,
-                updated_at=self.now,
-            )
-
-    class RunStarted(Event):
-        TOPIC = "Run.RunStarted"
-        dispatch_id: str
-
-        def next_record(self, record: Any) -> Any:
-            return record.model_copy(
-                update={
-                    "status": RunStatus.RUNNING,
-                    "waiting_reason": None,
-                    "dispatch_id": self.dispatch_id,
-                    "started_at": record.started_at if record.started_at is not None else self.now,
-                    "updated_at": self.now,
-                }
-            )
-
-    class RunFinished(Event):
-        """The run is done for a reason the mailbox decided (ack, cancel, supersede, exhaustion)."""
-
-        TOPIC = "Run.RunFinished"
-
-        dispatch_id: str | None
-        termination: TerminationReason
-        error: str | None = None
-
-        def next_record(self, record: Any) -> Any:
-            return _finished(record, self.termination, self.error, self.now)
-
-    class RunErrored(Event):
-        """The host reported a permanent failure; payload is the upstream RunFinish shape."""
-
-        TOPIC = "Run.RunErrored"
-
-        upstream: ClassVar[bool] = True
-        dispatch_id: str | None
-        attempt_count: int
-        message: str
-
-        def next_record(self, record: Any) -> Any:
-            return _finished(record, TerminationReason.error(self.message), self.message, self.now)
-
-    class RunSuspended(Event):
-        """The run waits for tool-permission decisions; its dispatch was acked."""
-
-        TOPIC = "Run.RunSuspended"
-
-        dispatch_id: str
-        tickets: list[ToolTicket]
-
-        def next_record(self, record: Any) -> Any:
-            return record.model_copy(
-                update={
-                    "status": RunStatus.WAITING,
-                    "waiting_reason": TOOL_PERMISSION,
-                    "tickets": self.tickets,
-                    "updated_at": self.now,
-                }
-            )
-
-    class MailboxDecisionReceived(Event):
-        """A decision was accepted; ``dispatch_id`` names the resume dispatch once the last
-        pending ticket is decided (spec Z12), else the run's current dispatch."""
-
-        TOPIC = "Run.MailboxDecisionReceived"
-
-        upstream: ClassVar[bool] = True
-        dispatch_id: str | None
-        tool_call_id: str
-        decision_id: str
-        action: Literal["resume", "cancel"]
-        result: JsonValue = None
-        reason: str | None = None
-        resume_updated_at: int
-        delivery_path: DeliveryPath
-        resumes_run: bool = False
-        pending_tool_calls: list[str] = []
-
-        def next_record(self, record: Any) -> Any:
-            decision = Decision(
-                resume_dispatch_id=self.dispatch_id if self.resumes_run else None,
-                pending_tool_calls=self.pending_tool_calls,
-                tool_call_id=self.tool_call_id,
-                resume=ToolCallResume(
-                    decision_id=self.decision_id,
-                    action=self.action,
-                    result=self.result,
-                    reason=self.reason,
-                    updated_at=self.resume_updated_at,
-                ),
-                delivery_path=self.delivery_path,
-                decided_at=self.now,
-            )
-            return record.model_copy(
-                update={
-                    "decisions": [*record.decisions, decision],
-                    "dispatch_id": self.dispatch_id,
-                    "updated_at": self.now,
-                }
-            )
-
-    class ToolPermissionResolved(Event):
-        """Follows MailboxDecisionReceived when ``result.approved`` is a JSON boolean."""
-
-        TOPIC = "Run.ToolPermissionResolved"
-
-        upstream: ClassVar[bool] = True
-        dispatch_id: str | None
-        tool_call_id: str
-        decision_id: str
-        action: str
-        approved: bool
-        result: JsonValue = None
-        reason: str | None = None
-        resume_updated_at: int
-        delivery_path: DeliveryPath
-
-    class MailboxResumeFailed(Event):
-        """The resume dispatch could not be queued; the decision was not accepted."""
-
-        TOPIC = "Run.MailboxResumeFailed"
-
-        upstream: ClassVar[bool] = True
-        dispatch_id: str
-        dispatch_epoch: int
-        attempt_count: int
-        status: str
-        reason: str
-        error: str
-        decisions: list[dict[str, Any]]
-
-    class ThreadMessagesCheckpointed(Event):
-        TOPIC = "Run.ThreadMessagesCheckpointed"
-        upstream: ClassVar[bool] = True
-        message_seq_start: int
-        message_seq_end: int
-        message_count: int
-        message_ids: list[str]
-
-        def next_record(self, record: Any) -> Any:
-            span = MessageSeqRange(first=self.message_seq_start, last=self.message_seq_end)
-            spans = list(record.checkpoints)
-            if spans and spans[-1].last + 1 == span.first:
-                # Adjacent commits of one run read as one range: a run that checkpoints
-                # message by message keeps a record of constant size.
-                span = MessageSeqRange(first=spans.pop().first, last=span.last)
-            return record.model_copy(update={"checkpoints": [*spans, span], "updated_at": self.now})
+    # The events are defined in run_events and named here, where the library registers them.
+    Event = RunEvent  # type: ignore[assignment]
+    RunCreated = RunCreated
+    RunStarted = RunStarted
+    RunFinished = RunFinished
+    RunErrored = RunErrored
+    RunSuspended = RunSuspended
+    MailboxDecisionReceived = MailboxDecisionReceived
+    ToolPermissionResolved = ToolPermissionResolved
+    MailboxResumeFailed = MailboxResumeFailed
+    ThreadMessagesCheckpointed = ThreadMessagesCheckpointed
 
     def __init__(self) -> None:
         pass
@@ -258,7 +72,7 @@ class Run(MailboxAggregate[RunRecord]):
         self.trigger_event(event_class, run_id=self.record.run_id, thread_id=self.record.thread_id, **facts)
 
     def _require_move(self, target: RunStatus, action: str) -> None:
-        if target not in _MOVES[self.record.status]:
+        if target not in MOVES[self.record.status]:
             raise InvalidTransition(f"cannot {action} run {self.run_id}: it is {self.record.status.value}")
 
     def start(self, *, dispatch_id: str, now: int) -> None:
@@ -376,15 +190,3 @@ class Run(MailboxAggregate[RunRecord]):
             message_ids=message_ids,
             now=now,
         )
-
-
-def _finished(record: RunRecord, termination: TerminationReason, error: str | None, now: int) -> RunRecord:
-    return record.model_copy(
-        update={
-            "status": RunStatus.DONE,
-            "termination": termination,
-            "error": error,
-            "finished_at": now,
-            "updated_at": now,
-        }
-    )

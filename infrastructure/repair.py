@@ -19,7 +19,7 @@ from run_mailbox.domain.commands import Command, RepairCheckpoint
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.event_names import topics_of
 from run_mailbox.domain.results import CheckpointResult, RepairReport
-from run_mailbox.domain.run import Run
+from run_mailbox.domain.run_events import ThreadMessagesCheckpointed
 from run_mailbox.domain.thread_log import ThreadMessage
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow
 
@@ -30,7 +30,7 @@ def repair_checkpoints(recorder: Any, mapper: Any, execute: Callable[[Command[An
     committed: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
     covered: dict[tuple[str, str], set[int]] = defaultdict(set)
     ranges = 0
-    topics = topics_of(ThreadMessage.MessageCommitted, Run.ThreadMessagesCheckpointed)
+    topics = topics_of(ThreadMessage.MessageCommitted, ThreadMessagesCheckpointed)
     position = 0
     while True:
         page = recorder.select_notifications(start=position, limit=PAGE, topics=topics, inclusive_of_start=False)

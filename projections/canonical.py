@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict
 
 from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.domain.run import Run
+from run_mailbox.domain.run_events import (
+    MailboxDecisionReceived,
+    MailboxResumeFailed,
+    RunErrored,
+    RunEvent,
+    ThreadMessagesCheckpointed,
+    ToolPermissionResolved,
+)
 from run_mailbox.domain.thread_log import ThreadMessage
 
 WRITER_ID = "mailbox"
@@ -116,28 +123,28 @@ _ENVELOPE_FIELDS = {
 }
 
 
-def _run_key_and_correlation(event: Run.Event) -> tuple[str, str]:
+def _run_key_and_correlation(event: RunEvent) -> tuple[str, str]:
     kind = event.kind()
     run_id = event.run_id
-    if isinstance(event, (Run.MailboxDecisionReceived, Run.ToolPermissionResolved)):
+    if isinstance(event, (MailboxDecisionReceived, ToolPermissionResolved)):
         return f"{kind}/{run_id}/{event.tool_call_id}/{event.decision_id}", event.decision_id
-    if isinstance(event, Run.RunErrored):
+    if isinstance(event, RunErrored):
         correlation = event.dispatch_id or run_id
         return f"RunErrored/{correlation}/{event.attempt_count}", correlation
-    if isinstance(event, Run.MailboxResumeFailed):
+    if isinstance(event, MailboxResumeFailed):
         # The upstream key plus the refused decision: each failed delivery is its own occurrence (Z11).
         decision = event.decisions[-1]["decision_id"] if event.decisions else ""
         return f"MailboxResumeFailed/{event.dispatch_id}/{event.attempt_count}/{decision}", event.dispatch_id
-    if isinstance(event, Run.ThreadMessagesCheckpointed):
+    if isinstance(event, ThreadMessagesCheckpointed):
         span = f"{event.message_seq_start}-{event.message_seq_end}"
         return f"ThreadMessagesCheckpointed/{event.thread_id}/{run_id}/{span}", run_id
     return f"{kind}/{run_id}/{event.originator_version}", getattr(event, "dispatch_id", None) or run_id
 
 
-def _render_run(event: Run.Event, position: int) -> CanonicalEvent:
+def _render_run(event: RunEvent, position: int) -> CanonicalEvent:
     kind = event.kind()
     key, correlation = _run_key_and_correlation(event)
-    if isinstance(event, Run.RunErrored):
+    if isinstance(event, RunErrored):
         payload: dict[str, Any] = {
             "event_type": "run_finish",
             "thread_id": event.thread_id,
@@ -182,7 +189,7 @@ def render(event: DomainEvent, position: int) -> CanonicalEvent | None:
     thread mailbox's and thread log's bookkeeping events."""
     if isinstance(event, Dispatch.Event):
         return _render_dispatch(event, position)
-    if isinstance(event, Run.Event):
+    if isinstance(event, RunEvent):
         return _render_run(event, position)
     if isinstance(event, ThreadMessage.MessageCommitted):
         return _render_message(event, position)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from run_mailbox.domain.messages import MessageSeqRange
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.domain.run import Run
+from run_mailbox.domain.run_events import ThreadMessagesCheckpointed
 from run_mailbox.domain.thread_log import ThreadMessage
 from run_mailbox.projections.schema import Table, table_of
 from run_mailbox.projections.view import ViewStore, ViewTx
@@ -141,7 +141,7 @@ def _add_range(row: dict[str, Any], start: int, end: int) -> None:
     )
 
 
-def _range_key(event: Run.ThreadMessagesCheckpointed) -> tuple[str, str, int]:
+def _range_key(event: ThreadMessagesCheckpointed) -> tuple[str, str, int]:
     return (event.thread_id, event.run_id, event.message_seq_start)
 
 
@@ -173,7 +173,7 @@ class CheckpointRangesView:
         for _, event in batch:
             if isinstance(event, ThreadMessage.MessageCommitted):
                 threads.add((event.message.thread_id,))
-            elif isinstance(event, Run.ThreadMessagesCheckpointed):
+            elif isinstance(event, ThreadMessagesCheckpointed):
                 threads.add((event.thread_id,))
                 ranges.add(_range_key(event))
         return {THREADS: threads, RANGES: ranges}
@@ -184,7 +184,7 @@ class CheckpointRangesView:
             row = _thread_row(tx, message.thread_id)
             row["high_water"] = max(row["high_water"], message.message_seq)
             tx.upsert(THREADS, row)
-        elif isinstance(event, Run.ThreadMessagesCheckpointed):
+        elif isinstance(event, ThreadMessagesCheckpointed):
             before = tx.get(RANGES, _range_key(event))
             tx.upsert(
                 RANGES,

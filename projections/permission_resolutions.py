@@ -18,7 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.domain.run import Run
+from run_mailbox.domain.run_events import (
+    MailboxDecisionReceived,
+    RunErrored,
+    RunFinished,
+    RunSuspended,
+    ToolPermissionResolved,
+)
 from run_mailbox.projections.schema import Table, table_of
 from run_mailbox.projections.view import ViewStore, ViewTx
 
@@ -52,7 +58,7 @@ class PermissionRow(BaseModel):
 _TABLE = table_of(PermissionRow, TABLE, key=("run_id", "tool_call_id"), indexes=(("status", "thread_id"), ("run_id",)))
 
 
-def _decided(event: Run.MailboxDecisionReceived | Run.ToolPermissionResolved, status: str) -> dict[str, Any]:
+def _decided(event: MailboxDecisionReceived | ToolPermissionResolved, status: str) -> dict[str, Any]:
     return {
         "status": status,
         "decision_id": event.decision_id,
@@ -72,33 +78,33 @@ class PermissionResolutionsView:
         """The rows ``handle`` reads: requested and decided tickets, and every ticket of a run that ends."""
         keys: set[tuple[Any, ...]] = set()
         for _, event in batch:
-            if isinstance(event, Run.RunSuspended):
+            if isinstance(event, RunSuspended):
                 keys.update((event.run_id, ticket.tool_call_id) for ticket in event.tickets)
-            elif isinstance(event, (Run.MailboxDecisionReceived, Run.ToolPermissionResolved)):
+            elif isinstance(event, (MailboxDecisionReceived, ToolPermissionResolved)):
                 keys.add((event.run_id, event.tool_call_id))
-            elif isinstance(event, (Run.RunFinished, Run.RunErrored)):
+            elif isinstance(event, (RunFinished, RunErrored)):
                 keys.add((event.run_id,))  # a key prefix: all the run's tickets (``rows`` by run_id)
         return {TABLE: keys}
 
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
-        if isinstance(event, Run.RunSuspended):
+        if isinstance(event, RunSuspended):
             self._requested(position, event, tx)
-        elif isinstance(event, Run.MailboxDecisionReceived):
+        elif isinstance(event, MailboxDecisionReceived):
             row = self._ticket(position, event, tx)
             if row["decision_id"] is None:  # else this (or an earlier) decision was applied already
                 row.update(_decided(event, "cancelled" if event.action == "cancel" else "resolved"))
                 tx.upsert(TABLE, row)
-        elif isinstance(event, Run.ToolPermissionResolved):
+        elif isinstance(event, ToolPermissionResolved):
             row = self._ticket(position, event, tx)
             if row["decision_id"] in (None, event.decision_id):
                 row.update(_decided(event, "approved" if event.approved else "denied"), approved=event.approved)
                 tx.upsert(TABLE, row)
-        elif isinstance(event, (Run.RunFinished, Run.RunErrored)):
+        elif isinstance(event, (RunFinished, RunErrored)):
             for row in tx.rows(TABLE, {"run_id": event.run_id, "status": PENDING}):
                 tx.upsert(TABLE, {**row, "status": ABANDONED, "resolved_at": event.now})
 
     @staticmethod
-    def _requested(position: int, event: Run.RunSuspended, tx: ViewTx) -> None:
+    def _requested(position: int, event: RunSuspended, tx: ViewTx) -> None:
         for index, ticket in enumerate(event.tickets):
             if tx.get(TABLE, (event.run_id, ticket.tool_call_id)) is not None:
                 continue  # requested already (a re-applied suspension): keep what followed
@@ -124,9 +130,7 @@ class PermissionResolutionsView:
             )
 
     @staticmethod
-    def _ticket(
-        position: int, event: Run.MailboxDecisionReceived | Run.ToolPermissionResolved, tx: ViewTx
-    ) -> dict[str, Any]:
+    def _ticket(position: int, event: MailboxDecisionReceived | ToolPermissionResolved, tx: ViewTx) -> dict[str, Any]:
         """The ticket's row, or a new one when the log holds no suspension for it."""
         row = tx.get(TABLE, (event.run_id, event.tool_call_id))
         if row is not None:

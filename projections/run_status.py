@@ -15,7 +15,17 @@ from pydantic import BaseModel, ConfigDict
 
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.domain.run import TOOL_PERMISSION, Run
+from run_mailbox.domain.run import TOOL_PERMISSION
+from run_mailbox.domain.run_events import (
+    MailboxDecisionReceived,
+    RunCreated,
+    RunErrored,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    RunSuspended,
+    ThreadMessagesCheckpointed,
+)
 from run_mailbox.domain.values import RunStatus, TerminationReason
 from run_mailbox.projections.schema import Table, table_of
 from run_mailbox.projections.view import ViewStore, ViewTx
@@ -58,9 +68,9 @@ def _finished(termination: TerminationReason, error: str | None, now: int) -> di
     }
 
 
-def _changes(event: Run.Event, row: dict[str, Any]) -> dict[str, Any] | None:
+def _changes(event: RunEvent, row: dict[str, Any]) -> dict[str, Any] | None:
     """The fields a run event sets (as the Run aggregate does), or None for no change."""
-    if isinstance(event, Run.RunStarted):
+    if isinstance(event, RunStarted):
         started = row["started_at"] if row["started_at"] is not None else event.now
         return {
             "status": RunStatus.RUNNING.value,
@@ -69,15 +79,15 @@ def _changes(event: Run.Event, row: dict[str, Any]) -> dict[str, Any] | None:
             "started_at": started,
             "updated_at": event.now,
         }
-    if isinstance(event, Run.RunSuspended):
+    if isinstance(event, RunSuspended):
         return {"status": RunStatus.WAITING.value, "waiting_reason": TOOL_PERMISSION, "updated_at": event.now}
-    if isinstance(event, Run.MailboxDecisionReceived):
+    if isinstance(event, MailboxDecisionReceived):
         return {"dispatch_id": event.dispatch_id, "updated_at": event.now}
-    if isinstance(event, Run.ThreadMessagesCheckpointed):
+    if isinstance(event, ThreadMessagesCheckpointed):
         return {"updated_at": event.now}
-    if isinstance(event, Run.RunFinished):
+    if isinstance(event, RunFinished):
         return _finished(event.termination, event.error, event.now)
-    if isinstance(event, Run.RunErrored):
+    if isinstance(event, RunErrored):
         return _finished(TerminationReason.error(event.message), event.message, event.now)
     return None
 
@@ -92,17 +102,17 @@ class RunStatusView:
         for _, event in batch:
             if isinstance(event, Dispatch.Event):
                 runs.add((event.dispatch.run_id,))
-            elif isinstance(event, Run.Event):
+            elif isinstance(event, RunEvent):
                 runs.add((event.run_id,))
         return {TABLE: runs}
 
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
         if isinstance(event, Dispatch.Event):
             self._dispatch(position, event, tx)
-        elif isinstance(event, Run.RunCreated):
+        elif isinstance(event, RunCreated):
             if tx.get(TABLE, (event.run_id,)) is None:
                 tx.upsert(TABLE, _created(position, event))
-        elif isinstance(event, Run.Event):
+        elif isinstance(event, RunEvent):
             row = tx.get(TABLE, (event.run_id,))
             if row is None or row["position"] >= position:
                 return  # no such run yet, or this event (or a later one) was applied already
@@ -120,7 +130,7 @@ class RunStatusView:
         tx.upsert(TABLE, {**row, "attempts": event.dispatch.attempt_count, "dispatch_position": position})
 
 
-def _created(position: int, event: Run.RunCreated) -> dict[str, Any]:
+def _created(position: int, event: RunCreated) -> dict[str, Any]:
     return {
         "run_id": event.run_id,
         "thread_id": event.thread_id,

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from run_mailbox.cli import stores as cli
 from run_mailbox.cli.main import app
 from run_mailbox.demo.check import expectations, log_counts
-from run_mailbox.demo.workers import Driver, make_plan
+from run_mailbox.demo.driver import Driver
+from run_mailbox.demo.workers import make_plan
 from run_mailbox.infrastructure import queries
 from run_mailbox.infrastructure.service import MailboxService
 from run_mailbox.infrastructure.settings import (

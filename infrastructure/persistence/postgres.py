@@ -7,6 +7,7 @@ two writers cannot deadlock). A duplicate idempotency key aborts the whole trans
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
+from run_mailbox.infrastructure.persistence import migrations
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
     DispatchIndexRow,
@@ -27,37 +29,9 @@ from run_mailbox.infrastructure.persistence.rows import (
 class PostgresMailboxRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
-        base = events_table_name.removesuffix("_events")
-        self.idempotency_table = f"{base}_idempotency"
-        self.index_table = f"{base}_dispatch_index"
-        schema = Identifier(datastore.schema)
-        idem = Identifier(self.idempotency_table)
-        idx = Identifier(self.index_table)
-        self._idem = SQL("{}.{}").format(schema, idem)
-        self._idx = SQL("{}.{}").format(schema, idx)
-        self.sql_create_statements.extend(
-            [
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, command text NOT NULL, "
-                    "digest text NOT NULL, result text NOT NULL)"
-                ).format(self._idem),
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (dispatch_id text PRIMARY KEY, thread_id text NOT NULL, "
-                    "run_id text NOT NULL, status text NOT NULL, priority integer NOT NULL, "
-                    "created_at bigint NOT NULL, available_at bigint NOT NULL, lease_until bigint, "
-                    "updated_at bigint NOT NULL)"
-                ).format(self._idx),
-                SQL(
-                    "CREATE INDEX IF NOT EXISTS {} ON {} (priority, created_at, dispatch_id) WHERE status = 'queued'"
-                ).format(Identifier(f"{self.index_table}_ready"), self._idx),
-                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (lease_until) WHERE status = 'claimed'").format(
-                    Identifier(f"{self.index_table}_leases"), self._idx
-                ),
-                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (thread_id)").format(
-                    Identifier(f"{self.index_table}_thread"), self._idx
-                ),
-            ]
-        )
+        self.table_prefix = events_table_name.removesuffix("_events")
+        self._idem = self._qualified(f"{self.table_prefix}_idempotency")
+        self._idx = self._qualified(f"{self.table_prefix}_dispatch_index")
         self._insert_idem = SQL("INSERT INTO {} (key, command, digest, result) VALUES (%s, %s, %s, %s)").format(
             self._idem
         )
@@ -68,26 +42,53 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             "lease_until = EXCLUDED.lease_until, updated_at = EXCLUDED.updated_at"
         ).format(self._idx)
 
+    # ------------------------------------------------------------------ schema
+
+    def table(self, name: str) -> str:
+        return self._qualified(f"{self.table_prefix}_{name}").as_string(None)
+
+    def index(self, name: str) -> str:
+        return Identifier(f"{self.table_prefix}_{name}").as_string(None)
+
+    def _qualified(self, name: str) -> Composed:
+        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
+
     def create_table(self) -> None:
         # Fast path: a service starting beside running writers must not take the locks of
         # CREATE ... IF NOT EXISTS (they deadlock against the insert path's locks).
-        if self._tables_exist():
+        if self._schema_version(recorded_only=True) == migrations.POSTGRES[-1].version:
             self.datastore.register_type_adapters()
             return
         super().create_table()
 
-    def _tables_exist(self) -> bool:
-        names = [self.events_table_name, self.idempotency_table, self.index_table]
-        qualified = [f"{self.datastore.schema}.{name}" for name in names]
-        type_name = f"{self.datastore.schema}.{self.stored_event_type_name}"
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(
-                "SELECT bool_and(to_regclass(n) IS NOT NULL) AS ok, to_regtype(%s) IS NOT NULL AS typed "
-                "FROM unnest(%s::text[]) AS n",
-                [type_name, qualified],
-            )
-            row = curs.fetchone()
-        return bool(row and row["ok"] and row["typed"])
+    def _schema_version(self, curs: Cursor[DictRow] | None = None, *, recorded_only: bool = False) -> int | None:
+        """The version the database records; 1 for tables of 0.1.0 (no record, unless ``recorded_only``);
+        None before any."""
+        query = (
+            "SELECT CASE WHEN to_regclass(%(versions)s) IS NOT NULL THEN -1 "
+            "WHEN to_regclass(%(index)s) IS NOT NULL THEN 1 END AS found, "
+            "to_regtype(%(type)s) IS NOT NULL AS typed"
+        )
+        params = {
+            "versions": self.table("schema_version"),
+            "index": self.table("dispatch_index"),
+            "type": self._qualified(self.stored_event_type_name).as_string(None),
+        }
+        with contextlib.ExitStack() as stack:
+            if curs is None:
+                conn = stack.enter_context(self.datastore.get_connection())
+                curs = stack.enter_context(conn.cursor())
+            row = curs.execute(query, params).fetchone()
+            if row is None or row["found"] is None or not row["typed"]:
+                return None
+            if row["found"] == 1 and recorded_only:
+                return None
+            if row["found"] == -1:
+                recorded = curs.execute(
+                    f"SELECT max(version) AS version FROM {self.table('schema_version')}"
+                ).fetchone()
+                return int(recorded["version"]) if recorded and recorded["version"] is not None else None
+            return int(row["found"])
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Several processes starting at once would race on CREATE ... IF NOT EXISTS and
@@ -95,6 +96,14 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         lock_name = Literal(f"{self.datastore.schema}.{self.events_table_name}")
         curs.execute(SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(lock_name))
         super()._create_table(curs)
+        current = self._schema_version(curs) or 0
+        for migration in migrations.after(migrations.POSTGRES, current):
+            for statement in migration.statements(self):
+                curs.execute(statement, prepare=False)
+        versions = self.table("schema_version")
+        curs.execute(f"CREATE TABLE IF NOT EXISTS {versions} (version integer NOT NULL)", prepare=False)
+        curs.execute(f"DELETE FROM {versions}", prepare=False)
+        curs.execute(f"INSERT INTO {versions} (version) VALUES (%s)", [migrations.POSTGRES[-1].version], prepare=False)
 
     # ------------------------------------------------------------------ writes
 
@@ -113,6 +122,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         rows = sorted_index_rows(kwargs.get("index_rows"))
         if rows:
             curs.executemany(self._upsert_index, [row.as_tuple() for row in rows])
+        super()._insert_events(curs, stored_events, **kwargs)
 
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self.datastore.transaction(commit=True) as curs:

@@ -8,6 +8,7 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
+from run_mailbox.infrastructure.persistence import migrations
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
     DispatchIndexRow,
@@ -15,27 +16,42 @@ from run_mailbox.infrastructure.persistence.rows import (
     sorted_index_rows,
 )
 
-IDEM = "mailbox_idempotency"
-IDX = "mailbox_dispatch_index"
+# SQLite's events table is always ``stored_events``; the side tables take the default application's
+# name, as they do on Postgres (``<application name>_*``).
+PREFIX = "mailboxservice"
+IDEM = f"{PREFIX}_idempotency"
+IDX = f"{PREFIX}_dispatch_index"
+VERSIONS = f"{PREFIX}_schema_version"
 
 
 class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name)
 
-    def construct_create_table_statements(self) -> list[str]:
-        return [
-            *super().construct_create_table_statements(),
-            f"CREATE TABLE IF NOT EXISTS {IDEM} (key TEXT PRIMARY KEY, command TEXT NOT NULL, "
-            "digest TEXT NOT NULL, result TEXT NOT NULL)",
-            f"CREATE TABLE IF NOT EXISTS {IDX} (dispatch_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, "
-            "run_id TEXT NOT NULL, status TEXT NOT NULL, priority INTEGER NOT NULL, "
-            "created_at INTEGER NOT NULL, available_at INTEGER NOT NULL, lease_until INTEGER, "
-            "updated_at INTEGER NOT NULL)",
-            f"CREATE INDEX IF NOT EXISTS {IDX}_ready ON {IDX} (status, priority, created_at)",
-            f"CREATE INDEX IF NOT EXISTS {IDX}_leases ON {IDX} (status, lease_until)",
-            f"CREATE INDEX IF NOT EXISTS {IDX}_thread ON {IDX} (thread_id)",
-        ]
+    def table(self, name: str) -> str:
+        return f"{PREFIX}_{name}"
+
+    def index(self, name: str) -> str:
+        return f"{PREFIX}_{name}"
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        super()._create_table(c)
+        c.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
+            (VERSIONS, "mailbox_dispatch_index", IDX),
+        )
+        names = {row[0] for row in c.fetchall()}
+        if VERSIONS in names:
+            c.execute(f"SELECT max(version) FROM {VERSIONS}")
+            current = int(c.fetchone()[0] or 0)
+        else:  # 0.1.0 recorded no version; its tables were named mailbox_*
+            current = 1 if "mailbox_dispatch_index" in names else 0
+        for migration in migrations.after(migrations.SQLITE, current):
+            for statement in migration.statements(self):
+                c.execute(statement)
+        c.execute(f"CREATE TABLE IF NOT EXISTS {VERSIONS} (version INTEGER NOT NULL)")
+        c.execute(f"DELETE FROM {VERSIONS}")
+        c.execute(f"INSERT INTO {VERSIONS} (version) VALUES (?)", (migrations.SQLITE[-1].version,))
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any

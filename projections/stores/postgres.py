@@ -11,7 +11,6 @@ in one transaction, so a reader sees the old view or the new one, never half of 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,110 +21,17 @@ from psycopg.errors import UniqueViolation
 from psycopg.rows import TupleRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier, Literal
 from psycopg_pool import ConnectionPool
-from pydantic_core import to_json
 
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.schema import Key, Row, Table, sort_rows
+from run_mailbox.projections.stores.postgres_sql import TYPES, Statements, array_literal, idents
 from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
 SCRATCH = "__rebuild"
 MAX_IDENTIFIER = 63
 _TRACK = "INSERT INTO {} (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING"
 _MOVE = "UPDATE {} SET position = %s WHERE view = %s"
-_TYPES = {"text": 'text COLLATE "C"', "int": "bigint", "bool": "boolean", "json": "jsonb"}
-_ARRAYS = {"text": "text[]", "int": "bigint[]", "bool": "boolean[]"}
 SMALL = 32  # up to this many rows are upserted with executemany; more go through COPY
-
-
-def _idents(names: Sequence[str]) -> Composable:
-    return SQL(", ").join(map(Identifier, names))
-
-
-def _element(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int):
-        return str(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _array(values: Sequence[Any]) -> str:
-    """An array literal (psycopg's list adapter inspects every element; this is several times cheaper)."""
-    return "{" + ",".join(map(_element, values)) + "}"
-
-
-class _Statements:
-    """One table's statements, rendered once per store (composing SQL per call costs more than running it).
-
-    Rows are written as lists in column order with JSON values as text (cast to jsonb by the
-    statement or parsed by COPY), dumped once per value. A few rows are upserted with executemany.
-    Many go through COPY: straight into the table when the batch read the key and found no row (a
-    plain insert cannot collide) or did not read it (tried in a savepoint: a key that has a row
-    fails it), else into a temporary staging table merged with one ``INSERT ... ON CONFLICT``.
-    """
-
-    def __init__(self, t: Table, table: Composable, cur: Cursor[TupleRow]) -> None:
-        def render(sql: Composable) -> str:
-            return sql.as_string(cur)
-
-        self.json = tuple(i for i, c in enumerate(t.columns) if c.type == "json")
-        cols = _idents(t.column_names)
-        self.select = render(SQL("SELECT {} FROM {}").format(cols, table))
-        self.by_key = self.select + render(
-            SQL(" WHERE ") + SQL(" AND ").join(SQL("{} = %s").format(Identifier(n)) for n in t.key)
-        )
-        # One index probe per key prefix, whatever the planner guesses about a table without statistics
-        # (a rebuild's tables have none): ``OFFSET 0`` keeps the lateral subquery from becoming a join
-        # the planner may run as a scan of the whole table.
-        self.by_prefix: dict[int, str] = {}
-        for n in range(1, len(t.key) + 1):
-            key = t.key[:n]
-            arrays = SQL(", ").join(SQL("%s::" + _ARRAYS[t.column(k).type]) for k in key)
-            probes = [Identifier(f"k{i}") for i in range(n)]
-            match = SQL(" AND ").join(
-                SQL("_row.{} = _keys.{}").format(Identifier(k), probe) for k, probe in zip(key, probes, strict=True)
-            )
-            self.by_prefix[n] = render(
-                SQL(
-                    "SELECT _found.* FROM unnest({}) AS _keys({}) CROSS JOIN LATERAL "
-                    "(SELECT {} FROM {} AS _row WHERE {} OFFSET 0) AS _found"
-                ).format(arrays, SQL(", ").join(probes), cols, table, match)
-            )
-        rest = [n for n in t.column_names if n not in t.key]
-        action = (
-            SQL("DO UPDATE SET ") + SQL(", ").join(SQL("{0} = EXCLUDED.{0}").format(Identifier(n)) for n in rest)
-            if rest
-            else SQL("DO NOTHING")
-        )
-        conflict = SQL("ON CONFLICT ({}) {}").format(_idents(t.key), action)
-        marks = SQL(", ").join(SQL("%s::jsonb" if c.type == "json" else "%s") for c in t.columns)
-        self.upsert = render(SQL("INSERT INTO {} ({}) VALUES ({}) {}").format(table, cols, marks, conflict))
-        self.delete = render(
-            SQL("DELETE FROM {} WHERE {}").format(
-                table, SQL(" AND ").join(SQL("{} = %s").format(Identifier(n)) for n in t.key)
-            )
-        )
-        self.copy = render(SQL("COPY {} ({}) FROM STDIN").format(table, cols))
-        # The staging table lives in the connection's temporary schema, named after the table and its shape.
-        defs = [SQL("{} " + _TYPES[c.type]).format(Identifier(c.name)) for c in t.columns]
-        shape = render(table) + "|" + render(SQL(", ").join(defs))
-        stage = SQL("pg_temp.{}").format(Identifier("view_stage_" + hashlib.sha1(shape.encode()).hexdigest()[:24]))
-        self.stage = render(
-            SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-                stage, SQL(", ").join(defs)
-            )
-        )
-        self.copy_stage = render(SQL("COPY {} ({}) FROM STDIN").format(stage, cols))
-        self.merge = render(SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(table, cols, cols, stage, conflict))
-
-    def encode(self, t: Table, row: Row) -> list[Any]:
-        values = [row[n] for n in t.column_names]
-        for i in self.json:
-            if values[i] is not None:
-                values[i] = to_json(values[i]).decode()
-        return values
 
 
 class PostgresViewStore:
@@ -160,7 +66,7 @@ class PostgresViewStore:
             self._ident(f"{prefix}_{t.name}{SCRATCH}__i{len(t.indexes)}")
         with self._transaction() as cur:
             self._create(cur)
-            self._sql = {n: _Statements(t, self._ident(self._name(n)), cur) for n, t in self._tables.items()}
+            self._sql = {n: Statements(t, self._ident(self._name(n)), cur) for n, t in self._tables.items()}
 
     def _ident(self, name: str) -> Composable:
         if len(name.encode()) > MAX_IDENTIFIER:
@@ -197,16 +103,16 @@ class PostgresViewStore:
         for t in self._tables.values():
             name = self._name(t.name, suffix)
             cols = [
-                SQL(f"{{}} {_TYPES[c.type]}{'' if c.nullable else ' NOT NULL'}").format(Identifier(c.name))
+                SQL(f"{{}} {TYPES[c.type]}{'' if c.nullable else ' NOT NULL'}").format(Identifier(c.name))
                 for c in t.columns
             ]
-            key = SQL("CONSTRAINT {} PRIMARY KEY ({})").format(Identifier(f"{name}_pkey"), _idents(t.key))
+            key = SQL("CONSTRAINT {} PRIMARY KEY ({})").format(Identifier(f"{name}_pkey"), idents(t.key))
             cur.execute(
                 SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self._ident(name), SQL(", ").join([*cols, key]))
             )
             for i, index in enumerate(t.indexes):
                 sql = SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})")
-                cur.execute(sql.format(Identifier(f"{name}__i{i}"), self._ident(name), _idents(index)))
+                cur.execute(sql.format(Identifier(f"{name}__i{i}"), self._ident(name), idents(index)))
         cur.execute(SQL(_TRACK).format(self._tracking), [self._slot(suffix)])
 
     def _drop(self, cur: Cursor[TupleRow], suffix: str | None = None, *, untrack: bool = True) -> None:
@@ -296,7 +202,7 @@ class PostgresViewStore:
         """Every row whose key starts with one of ``prefixes`` (each ``length`` values long), in one query."""
         if not prefixes:
             return []
-        columns = [_array(values) for values in zip(*prefixes, strict=True)]
+        columns = [array_literal(values) for values in zip(*prefixes, strict=True)]
         return self._rows(t, cur.execute(self._sql[t.name].by_prefix[length], columns))
 
     def _write(self, cur: Cursor[TupleRow], t: Table, tx: BufferedTx) -> None:

@@ -16,7 +16,7 @@ import pytest
 from run_mailbox.domain import DispatchStatus, DispatchSuperseded, RunStatus
 from run_mailbox.domain.messages import MessageSeqRange
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.domain.run import Run
+from run_mailbox.domain.run_events import ThreadMessagesCheckpointed
 from run_mailbox.projections import (
     canonical_feed,
     checkpoint_ranges,
@@ -328,7 +328,7 @@ def test_checkpoint_ranges_name_the_run_behind_every_committed_seq(memory_servic
 
 def checkpointed(position: int, thread_id: str, run_id: str, first: int, last: int) -> tuple[int, DomainEvent]:
     """A checkpoint event as a log written elsewhere (an upstream import, a bad repair) may hold it."""
-    event = Run.ThreadMessagesCheckpointed(
+    event = ThreadMessagesCheckpointed(
         originator_id=uuid4(),
         originator_version=2,
         timestamp=datetime.now(UTC),

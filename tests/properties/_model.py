@@ -21,7 +21,8 @@ from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
 from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.permissions import ToolCallResume
-from run_mailbox.domain.run import Run, RunRecord
+from run_mailbox.domain.run import RunRecord
+from run_mailbox.domain.run_events import RunEvent
 from run_mailbox.domain.thread_log import ThreadLog
 from run_mailbox.domain.values import DispatchStatus
 
@@ -137,7 +138,7 @@ class Model:
     def _classify(self, event: DomainEvent, seen: Observed) -> None:
         if isinstance(event, Dispatch.Event):
             seen.dispatches.add(event.dispatch.dispatch_id)
-        elif isinstance(event, Run.Event):
+        elif isinstance(event, RunEvent):
             seen.runs.add(event.run_id)
         elif isinstance(event, (ThreadMailbox.MailboxOpened, ThreadLog.ThreadLogOpened)):
             self._threads_by_aggregate[event.originator_id] = event.thread_id

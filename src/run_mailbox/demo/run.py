@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from rich.console import Console
 
 from run_mailbox.demo.check import expectations, log_counts, resumed_ends, runs_not_done
+from run_mailbox.demo.driver import Driver
 from run_mailbox.demo.report import summary_table
 from run_mailbox.demo.store import demo_store, open_service, where
-from run_mailbox.demo.workers import Driver, make_plan
+from run_mailbox.demo.workers import make_plan
 from run_mailbox.domain.values import DispatchStatus
 from run_mailbox.infrastructure.service import MailboxService
 
