@@ -29,6 +29,7 @@ from run_mailbox.domain.commands import Command
 from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
 from run_mailbox.infrastructure.aggregate_cache import AggregateCache
 from run_mailbox.infrastructure.handlers import handler_for
+from run_mailbox.infrastructure.persistence.ready_heads import head_of
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
 from run_mailbox.infrastructure.unit_of_work import GeneratedIds, UnitOfWork
 
@@ -75,6 +76,8 @@ class CommandRunner:
         self._count_lock = threading.Lock()
         self.transactions = 0
         """Transactions committed (for benchmarks and tests)."""
+        self.retries = 0
+        """Attempts that ran again on fresh reads (a conflict, a stale read)."""
 
     def run(self, command: Command[R]) -> R:
         handler = handler_for(type(command))
@@ -120,6 +123,8 @@ class CommandRunner:
 
     def _forget(self, uow: UnitOfWork) -> None:
         """Drops what the attempt read from the cache: the next attempt reads it from the store."""
+        with self._count_lock:
+            self.retries += 1
         if self.cache is not None:
             self.cache.evict([a.id for a in uow.touched()])
 
@@ -137,6 +142,7 @@ class CommandRunner:
             return all(current[i] == v for i, v in read_versions.items())
         kwargs: dict[str, Any] = {
             "index_rows": [DispatchIndexRow.of(d.record) for d in uow.changed_dispatches()],
+            "head_rows": {m.thread_id: head_of(m.record) for m in uow.changed_mailboxes()},
             "read_versions": read_versions,
         }
         if record_key:

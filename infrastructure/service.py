@@ -105,6 +105,7 @@ class MailboxService(Application[UUID]):
     # ------------------------------------------------------------------ commands
 
     submit = command(c.Submit)
+    submit_many = command(c.SubmitMany)
     cancel = command(c.Cancel)
     interrupt = command(c.Interrupt)
     claim = command(c.Claim)
@@ -114,6 +115,7 @@ class MailboxService(Application[UUID]):
     reclaim_expired_leases = command(c.ReclaimExpiredLeases)
     record_start = command(c.RecordStart)
     ack = command(c.Ack)
+    ack_many = command(c.AckMany)
     nack = command(c.Nack)
     dead_letter = command(c.DeadLetter)
     suspend = command(c.Suspend)

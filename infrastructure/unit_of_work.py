@@ -161,6 +161,9 @@ class UnitOfWork:
     def changed_dispatches(self) -> list[Dispatch]:
         return [a for a in self.changed() if isinstance(a, Dispatch)]
 
+    def changed_mailboxes(self) -> list[ThreadMailbox]:
+        return [a for a in self.changed() if isinstance(a, ThreadMailbox)]
+
     def commit_then_raise(self, error: MailboxError) -> None:
         """Save what was changed, then refuse the command with ``error``."""
         self.error_after_save = error

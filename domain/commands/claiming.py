@@ -4,7 +4,9 @@ extend_lease, reclaim_expired_leases."""
 from __future__ import annotations
 
 from dataclasses import KW_ONLY
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Strict
 
 from run_mailbox.domain import policies
 from run_mailbox.domain.commands.base import Command, Id, LeaseMs, Limit, command_model
@@ -42,7 +44,8 @@ class ClaimDispatch(Command[DispatchRecord | None]):
 @command_model
 class ClaimNext(Command[list[DispatchRecord]]):
     """Claims up to ``limit`` of the best ready dispatches across threads, at most one per thread,
-    in one transaction (best first: priority, then age)."""
+    in one transaction (best first: priority, then age). With ``start``, also records the start
+    of each (as ``record_start`` would, in the same transaction): the records come back running."""
 
     name: ClassVar[str] = "claim_next"
     result_type: ClassVar[Any] = list[DispatchRecord]
@@ -51,6 +54,7 @@ class ClaimNext(Command[list[DispatchRecord]]):
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
     limit: Limit = 1
+    start: Annotated[bool, Strict()] = False
 
 
 @command_model

@@ -11,6 +11,7 @@ from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.reasons import FENCED_AT
 from run_mailbox.domain.values import DispatchStatus, TerminationReason
 from run_mailbox.infrastructure.handlers.fence import fence, supersede_claimed
+from run_mailbox.infrastructure.handlers.outcomes import start
 from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 
@@ -44,23 +45,25 @@ def claim_dispatch(cmd: ClaimDispatch, uow: UnitOfWork) -> DispatchRecord | None
 
 
 def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
-    """Reads the dispatch index (written with the events, so it never lags), then confirms each
-    pick against the thread mailbox."""
-    threads = [row.thread_id for row in uow.tables.ready_threads(uow.now, cmd.limit + 16)]
-    if uow.attempt > 0 and len(threads) > cmd.limit:
-        # After a conflict, spread racing workers over the candidates instead of all retrying
-        # the same best one (no livelock: one of them always wins).
-        offset = random.randrange(len(threads))
-        threads = threads[offset:] + threads[:offset]
-    claimed: list[DispatchRecord] = []
-    for thread_id in threads:
-        if len(claimed) == cmd.limit:
-            break
+    """Reads the ready heads (written with the events, so they never lag) for the candidate
+    threads, then takes each one's best due dispatch from its mailbox, best first."""
+    picks: list[tuple[tuple[int, int, str], ThreadMailbox, str]] = []
+    for thread_id in dict.fromkeys(uow.tables.ready_threads(uow.now, cmd.limit + 16)):
         mailbox = uow.find_mailbox(thread_id)
         best = mailbox.best_ready(uow.now) if mailbox is not None else None
-        if mailbox is None or best is None:
-            continue
+        if mailbox is not None and best is not None:
+            picks.append((mailbox.record.open[best].order(best), mailbox, best))
+    picks.sort(key=lambda pick: pick[0])
+    if uow.attempt > 0 and len(picks) > cmd.limit:
+        # After a conflict, spread racing workers over the candidates instead of all retrying
+        # the same best one (no livelock: one of them always wins).
+        offset = random.randrange(len(picks))
+        picks = picks[offset:] + picks[:offset]
+    claimed: list[DispatchRecord] = []
+    for _, mailbox, best in picks[: cmd.limit]:
         claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms))
+    if cmd.start:
+        return [start(uow, uow.dispatch(r.dispatch_id), r.claim_token or "", None) for r in claimed]
     return claimed
 
 

@@ -68,9 +68,39 @@ def _pg_v2(n: Names) -> list[str]:
     ]
 
 
+def _heads_v3(n: Names, *, postgres: bool) -> list[str]:
+    """The ready heads (see ``ready_heads``), filled from the dispatch index of the day."""
+    heads, idx = n.table("ready_heads"), n.table("dispatch_index")
+    text, big = ("text", "bigint") if postgres else ("TEXT", "INTEGER")
+    return [
+        f"CREATE TABLE IF NOT EXISTS {heads} (thread_id {text} PRIMARY KEY, dispatch_id {text} NOT NULL, "
+        f"priority integer NOT NULL, created_at {big} NOT NULL, available_at {big} NOT NULL, "
+        f"next_available_at {big} NOT NULL)",
+        f"CREATE INDEX IF NOT EXISTS {n.index('ready_heads_order')} ON {heads} (priority, created_at, dispatch_id)",
+        f"CREATE INDEX IF NOT EXISTS {n.index('ready_heads_behind')} ON {heads} (next_available_at) "
+        "WHERE next_available_at < available_at",
+        f"INSERT INTO {heads} (thread_id, dispatch_id, priority, created_at, available_at, next_available_at) "
+        "SELECT thread_id, dispatch_id, priority, created_at, available_at, next_available_at FROM ("
+        "SELECT q.thread_id, q.dispatch_id, q.priority, q.created_at, q.available_at, "
+        "min(q.available_at) OVER (PARTITION BY q.thread_id) AS next_available_at, "
+        "row_number() OVER (PARTITION BY q.thread_id ORDER BY q.priority, q.created_at, q.dispatch_id) AS rank "
+        f"FROM {idx} q WHERE q.status = 'queued' AND NOT EXISTS "
+        f"(SELECT 1 FROM {idx} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')) best WHERE rank = 1",
+    ]
+
+
+def _pg_v3(n: Names) -> list[str]:
+    return _heads_v3(n, postgres=True)
+
+
+def _sqlite_v3(n: Names) -> list[str]:
+    return _heads_v3(n, postgres=False)
+
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "idempotency keys and the dispatch index", _pg_v1),
     Migration(2, "the read-version check of a write transaction", _pg_v2),
+    Migration(3, "ready heads: the best queued dispatch of every idle thread", _pg_v3),
 )
 
 
@@ -108,6 +138,7 @@ def _sqlite_v2(n: Names) -> list[str]:
 SQLITE: tuple[Migration, ...] = (
     Migration(1, "idempotency keys and the dispatch index", _sqlite_v1),
     Migration(2, "side tables named after the application", _sqlite_v2),
+    Migration(3, "ready heads: the best queued dispatch of every idle thread", _sqlite_v3),
 )
 
 

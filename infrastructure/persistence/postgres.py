@@ -11,7 +11,7 @@ the whole transaction.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +22,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from run_mailbox.infrastructure.persistence import migrations
+from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow, heads_of_index
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
     DispatchIndexRow,
@@ -36,6 +37,20 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         self.table_prefix = events_table_name.removesuffix("_events")
         self._idem = self._qualified(f"{self.table_prefix}_idempotency")
         self._idx = self._qualified(f"{self.table_prefix}_dispatch_index")
+        self._heads = self._qualified(f"{self.table_prefix}_ready_heads")
+        self._upsert_heads = SQL(
+            "INSERT INTO {} (" + HEAD_COLUMNS + ") SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], "
+            "%s::bigint[], %s::bigint[], %s::bigint[]) ON CONFLICT (thread_id) DO UPDATE SET "
+            "dispatch_id = EXCLUDED.dispatch_id, priority = EXCLUDED.priority, created_at = EXCLUDED.created_at, "
+            "available_at = EXCLUDED.available_at, next_available_at = EXCLUDED.next_available_at"
+        ).format(self._heads)
+        self._delete_heads = SQL("DELETE FROM {} WHERE thread_id = ANY(%s)").format(self._heads)
+        self._ready_threads = SQL(
+            "(SELECT thread_id FROM {heads} WHERE available_at <= %(now)s "
+            "ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s) UNION ALL "
+            "(SELECT thread_id FROM {heads} WHERE next_available_at < available_at AND next_available_at <= %(now)s "
+            "AND available_at > %(now)s ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s)"
+        ).format(heads=self._heads)
         self._assert_versions = SQL("SELECT {}(%s::uuid[], %s::integer[])").format(
             self._qualified(f"{self.table_prefix}_assert_read_versions")
         )
@@ -133,7 +148,17 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         rows = sorted_index_rows(kwargs.get("index_rows"))
         if rows:
             curs.executemany(self._upsert_index, [row.as_tuple() for row in rows])
+        self._write_heads(curs, kwargs.get("head_rows") or {})
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def _write_heads(self, curs: Cursor[DictRow], heads: dict[str, ReadyHeadRow | None]) -> None:
+        gone = sorted(t for t, head in heads.items() if head is None)
+        kept = [heads[t] for t in sorted(heads) if heads[t] is not None]
+        if gone:
+            curs.execute(self._delete_heads, [gone], prepare=True)
+        if kept:
+            columns = [list(column) for column in zip(*(h.as_tuple() for h in kept if h is not None), strict=True)]
+            curs.execute(self._upsert_heads, columns, prepare=True)
 
     def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         rows = self._select(
@@ -153,10 +178,12 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             ordered = sorted_index_rows(rows)
             if ordered:
                 curs.executemany(self._upsert_index, [row.as_tuple() for row in ordered])
+            curs.execute(SQL("DELETE FROM {}").format(self._heads))
+            self._write_heads(curs, {head.thread_id: head for head in heads_of_index(ordered)})
 
     # ------------------------------------------------------------------ reads
 
-    def _select(self, statement: Composed, params: Sequence[Any]) -> list[dict[str, Any]]:
+    def _select(self, statement: Composed, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
             return list(curs.fetchall())
@@ -177,16 +204,13 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             "ORDER BY priority, created_at, dispatch_id LIMIT %s",
         )
 
-    def ready_threads(self, now: int, limit: int) -> list[DispatchIndexRow]:
-        """The best ready dispatch of each thread without a claim, best first."""
-        statement = SQL(
-            "SELECT " + INDEX_COLUMNS + " FROM (SELECT " + INDEX_COLUMNS + ", row_number() OVER "
-            "(PARTITION BY thread_id ORDER BY priority, created_at, dispatch_id) AS rank FROM {idx} q "
-            "WHERE q.status = 'queued' AND q.available_at <= %s AND NOT EXISTS "
-            "(SELECT 1 FROM {idx} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')) best "
-            "WHERE rank = 1 ORDER BY priority, created_at, dispatch_id LIMIT %s"
-        ).format(idx=self._idx)
-        return [DispatchIndexRow(**row) for row in self._select(statement, [now, limit])]
+    def ready_threads(self, now: int, limit: int) -> list[str]:
+        """Threads a claim at ``now`` looks at: the best due heads, then threads due behind their head."""
+        return [row["thread_id"] for row in self._select(self._ready_threads, {"now": now, "limit": limit})]
+
+    def ready_heads(self) -> list[ReadyHeadRow]:
+        rows = self._select(SQL("SELECT " + HEAD_COLUMNS + " FROM {} ORDER BY thread_id").format(self._heads), [])
+        return [ReadyHeadRow(**row) for row in rows]
 
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         return self._index_rows(

@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from run_mailbox.domain.commands import (
     Ack,
+    AckItem,
+    AckMany,
     Cancel,
     Claim,
     ClaimDispatch,
@@ -27,6 +29,7 @@ from run_mailbox.domain.commands import (
     ReclaimExpiredLeases,
     RecordStart,
     Submit,
+    SubmitMany,
     Suspend,
 )
 from run_mailbox.domain.dispatch_record import DispatchRecord
@@ -74,7 +77,14 @@ from run_mailbox.domain.policies import (
     MAX_PRIORITY,
     backoff_delay_ms,
 )
-from run_mailbox.domain.results import CheckpointResult, DecisionOutcome, InterruptResult, RepairReport
+from run_mailbox.domain.results import (
+    AckManyResult,
+    CheckpointResult,
+    DecisionOutcome,
+    InterruptResult,
+    Refusal,
+    RepairReport,
+)
 from run_mailbox.domain.run_record import RunRecord
 from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
 from run_mailbox.infrastructure.persistence.mapper import UndecodableEvent
@@ -101,6 +111,9 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "MAX_PRIORITY",
     "Ack",
+    "AckItem",
+    "AckMany",
+    "AckManyResult",
     "AlreadyExists",
     "AudioBlock",
     "Base64Source",
@@ -152,6 +165,7 @@ __all__ = [
     "RebuildFailed",
     "ReclaimExpiredLeases",
     "RecordStart",
+    "Refusal",
     "RepairReport",
     "ResumeFailed",
     "RunNotFound",
@@ -162,6 +176,7 @@ __all__ = [
     "SeqConflict",
     "SettingsError",
     "Submit",
+    "SubmitMany",
     "Suspend",
     "TerminationReason",
     "TextBlock",
