@@ -53,12 +53,16 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
         best = mailbox.best_ready(uow.now) if mailbox is not None else None
         if mailbox is not None and best is not None:
             picks.append((mailbox.record.open[best].order(best), mailbox, best))
+        elif mailbox is not None:
+            uow.unread(mailbox)
     picks.sort(key=lambda pick: pick[0])
     if uow.attempt > 0 and len(picks) > cmd.limit:
         # After a conflict, spread racing workers over the candidates instead of all retrying
         # the same best one (no livelock: one of them always wins).
         offset = random.randrange(len(picks))
         picks = picks[offset:] + picks[:offset]
+    for _, passed_over, _ in picks[cmd.limit :]:
+        uow.unread(passed_over)  # another worker may claim it meanwhile: no reason to fail this claim
     claimed: list[DispatchRecord] = []
     for _, mailbox, best in picks[: cmd.limit]:
         claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms))

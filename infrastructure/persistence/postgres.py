@@ -1,27 +1,44 @@
-"""The Postgres application recorder, extended with the idempotency table and dispatch index.
+"""The Postgres application recorder, extended with the idempotency table, the dispatch index and
+the ready heads, all written in the transaction that inserts the events.
 
-Both are written by the library's ``_insert_events`` hook, inside the transaction that inserts
-the events. The hook takes the events table's lock first (the library would take it a moment
-later), so every write runs alone from there on: the aggregates a command only read are then
-checked to be still at the versions it read (``read_versions``; a stale one aborts the
-transaction as a conflict), and the side rows are written. A duplicate idempotency key aborts
-the whole transaction.
+The write path is this recorder's own, not the library's (eventsourcing 9.5.6 sends the whole
+transaction through a psycopg pipeline). With psycopg 3.3's pipeline:
+
+- a batch of several MB hangs for ever while holding the events table's EXCLUSIVE lock (psycopg
+  stops flushing libpq's send buffer once its command queue is empty and waits for results the
+  server cannot send before it has the rest of the message: see docs/decisions/0011);
+- a statement that psycopg prepares automatically (after 5 uses) in a pipeline aborted by an earlier
+  error (a duplicate key, a lock timeout) is remembered as prepared although the server skipped it:
+  every later use on that connection fails with "prepared statement does not exist";
+- an exception raised in Python after the hook ran (building the events) was caught inside the
+  library's transaction block, which then committed the hook's rows without the events.
+
+Here a write is one plain transaction: the ``SET LOCAL`` timeouts, ``LOCK TABLE ... IN EXCLUSIVE
+MODE`` and ``NOTIFY`` in one round trip, then (everything else now runs alone) the check that the
+aggregates the command only read are still at the versions it read (``read_versions``: a stale one
+aborts the transaction as a conflict), the idempotency row, the dispatch-index and ready-head rows,
+the events (in binary), commit. Each statement is flushed completely before its result is read, any
+exception rolls everything back, and failures reach the caller as the mailbox's typed errors
+(``pg_errors``). A duplicate idempotency key aborts the whole transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.postgres import PgStoredEvent, PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from run_mailbox.infrastructure.persistence import migrations
+from run_mailbox.infrastructure.persistence import migrations, pg_schema
+from run_mailbox.infrastructure.persistence.pg_errors import StorePolicy
+from run_mailbox.infrastructure.persistence.pg_statements import Statements
 from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow, heads_of_index
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
@@ -30,87 +47,65 @@ from run_mailbox.infrastructure.persistence.rows import (
     sorted_index_rows,
 )
 
+T = TypeVar("T")
+
+# The library's reads without their retry decorator: this recorder applies the policy itself.
+_select_events = inspect.unwrap(PostgresApplicationRecorder.select_events)
+_select_notifications = inspect.unwrap(PostgresApplicationRecorder.select_notifications)
+_max_notification_id = inspect.unwrap(PostgresApplicationRecorder.max_notification_id)
+
+
+@dataclass(frozen=True)
+class StoreTimeouts:
+    """``SET LOCAL`` values of every write transaction, in milliseconds (0 disables one)."""
+
+    lock_ms: int = 5_000
+    statement_ms: int = 30_000
+    idle_in_transaction_ms: int = 5_000
+
 
 class PostgresMailboxRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self.table_prefix = events_table_name.removesuffix("_events")
-        self._idem = self._qualified(f"{self.table_prefix}_idempotency")
-        self._idx = self._qualified(f"{self.table_prefix}_dispatch_index")
-        self._heads = self._qualified(f"{self.table_prefix}_ready_heads")
-        self._upsert_heads = SQL(
-            "INSERT INTO {} (" + HEAD_COLUMNS + ") SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], "
-            "%s::bigint[], %s::bigint[], %s::bigint[]) ON CONFLICT (thread_id) DO UPDATE SET "
-            "dispatch_id = EXCLUDED.dispatch_id, priority = EXCLUDED.priority, created_at = EXCLUDED.created_at, "
-            "available_at = EXCLUDED.available_at, next_available_at = EXCLUDED.next_available_at"
-        ).format(self._heads)
-        self._delete_heads = SQL("DELETE FROM {} WHERE thread_id = ANY(%s)").format(self._heads)
-        self._ready_threads = SQL(
-            "(SELECT thread_id FROM {heads} WHERE available_at <= %(now)s "
-            "ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s) UNION ALL "
-            "(SELECT thread_id FROM {heads} WHERE next_available_at < available_at AND next_available_at <= %(now)s "
-            "AND available_at > %(now)s ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s)"
-        ).format(heads=self._heads)
-        self._assert_versions = SQL("SELECT {}(%s::uuid[], %s::integer[])").format(
-            self._qualified(f"{self.table_prefix}_assert_read_versions")
-        )
-        self._insert_idem = SQL("INSERT INTO {} (key, command, digest, result) VALUES (%s, %s, %s, %s)").format(
-            self._idem
-        )
-        self._upsert_index = SQL(
-            "INSERT INTO {} (" + INDEX_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (dispatch_id) DO UPDATE SET status = EXCLUDED.status, "
-            "priority = EXCLUDED.priority, available_at = EXCLUDED.available_at, "
-            "lease_until = EXCLUDED.lease_until, updated_at = EXCLUDED.updated_at"
-        ).format(self._idx)
+        self.sql = Statements(self)
+        # The library's statement, with the events sent in binary (%b): half the bytes of the hex text
+        # form, parsed about 4x faster by the server, which holds the events lock meanwhile.
+        self.insert_events_statement = self.sql.insert_events
+        self.policy = StorePolicy(datastore)
+        self.configure(StoreTimeouts())
 
-    # ------------------------------------------------------------------ schema
+    def configure(self, timeouts: StoreTimeouts) -> None:
+        """Sets the timeouts of the write transactions."""
+        self.timeouts = timeouts
+        self._begin = SQL(
+            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; "
+            "SET LOCAL idle_in_transaction_session_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE; NOTIFY {}"
+        ).format(
+            Literal(f"{timeouts.lock_ms}ms"),
+            Literal(f"{timeouts.statement_ms}ms"),
+            Literal(f"{timeouts.idle_in_transaction_ms}ms"),
+            self.qualified(self.events_table_name),
+            Identifier(self.channel_name),
+        )
 
-    def table(self, name: str) -> str:
-        return self._qualified(f"{self.table_prefix}_{name}").as_string(None)
+    # ------------------------------------------------------------------ names and schema
+
+    def qualified(self, name: str) -> Composed:
+        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
+
+    def table(self, name: str, *, prefixed: bool = True) -> str:
+        """A table (or type, or function) in the schema, quoted: ``"public"."mailboxservice_<name>"``."""
+        return self.qualified(f"{self.table_prefix}_{name}" if prefixed else name).as_string(None)
 
     def index(self, name: str) -> str:
         return Identifier(f"{self.table_prefix}_{name}").as_string(None)
 
-    def _qualified(self, name: str) -> Composed:
-        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
-
     def create_table(self) -> None:
-        # Fast path: a service starting beside running writers must not take the locks of
-        # CREATE ... IF NOT EXISTS (they deadlock against the insert path's locks).
-        if self._schema_version(recorded_only=True) == migrations.POSTGRES[-1].version:
+        if pg_schema.recorded_version(self) == migrations.POSTGRES[-1].version:
             self.datastore.register_type_adapters()
             return
         super().create_table()
-
-    def _schema_version(self, curs: Cursor[DictRow] | None = None, *, recorded_only: bool = False) -> int | None:
-        """The version the database records; 1 for tables of 0.1.0 (no record, unless ``recorded_only``);
-        None before any."""
-        query = (
-            "SELECT CASE WHEN to_regclass(%(versions)s) IS NOT NULL THEN -1 "
-            "WHEN to_regclass(%(index)s) IS NOT NULL THEN 1 END AS found, "
-            "to_regtype(%(type)s) IS NOT NULL AS typed"
-        )
-        params = {
-            "versions": self.table("schema_version"),
-            "index": self.table("dispatch_index"),
-            "type": self._qualified(self.stored_event_type_name).as_string(None),
-        }
-        with contextlib.ExitStack() as stack:
-            if curs is None:
-                conn = stack.enter_context(self.datastore.get_connection())
-                curs = stack.enter_context(conn.cursor())
-            row = curs.execute(query, params).fetchone()
-            if row is None or row["found"] is None or not row["typed"]:
-                return None
-            if row["found"] == 1 and recorded_only:
-                return None
-            if row["found"] == -1:
-                recorded = curs.execute(
-                    f"SELECT max(version) AS version FROM {self.table('schema_version')}"
-                ).fetchone()
-                return int(recorded["version"]) if recorded and recorded["version"] is not None else None
-            return int(row["found"])
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Several processes starting at once would race on CREATE ... IF NOT EXISTS and
@@ -118,82 +113,126 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         lock_name = Literal(f"{self.datastore.schema}.{self.events_table_name}")
         curs.execute(SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(lock_name))
         super()._create_table(curs)
-        current = self._schema_version(curs) or 0
-        for migration in migrations.after(migrations.POSTGRES, current):
-            for statement in migration.statements(self):
-                curs.execute(statement, prepare=False)
-        versions = self.table("schema_version")
-        curs.execute(f"CREATE TABLE IF NOT EXISTS {versions} (version integer NOT NULL)", prepare=False)
-        curs.execute(f"DELETE FROM {versions}", prepare=False)
-        curs.execute(f"INSERT INTO {versions} (version) VALUES (%s)", [migrations.POSTGRES[-1].version], prepare=False)
+        pg_schema.migrate(self, curs)
+
+    def _call(self, operation: str, attempt: Callable[[], T]) -> T:
+        return self.policy.call(operation, attempt)
 
     # ------------------------------------------------------------------ writes
 
-    def _insert_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        **kwargs: Any,
-    ) -> None:
-        self._lock_table(curs)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        # Built before the transaction: a failure here leaves nothing behind and holds no lock.
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        return self._call("write", lambda: self._write(stored_events, rows, **kwargs))
+
+    def _write(
+        self, stored_events: Sequence[StoredEvent], rows: list[PgStoredEvent], **kwargs: Any
+    ) -> list[int] | None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute(self._begin, prepare=False)
+            self._insert_events(curs, stored_events, **kwargs)
+            if not rows:
+                return None
+            curs.execute(self.insert_events_statement, (rows,))
+            return [row["notification_id"] for row in curs.fetchall()]
+
+    def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """The side rows, under the events table's lock (taken by ``_write``)."""
         read_versions: dict[UUID, int] = kwargs.get("read_versions") or {}
         if read_versions:
-            curs.execute(self._assert_versions, (list(read_versions), list(read_versions.values())), prepare=True)
+            curs.execute(self.sql.assert_versions, (list(read_versions), list(read_versions.values())))
         idempotency: IdempotencyRow | None = kwargs.get("idempotency")
         if idempotency is not None:
-            curs.execute(
-                self._insert_idem,
-                (idempotency.key, idempotency.command, idempotency.digest, idempotency.result),
-            )
-        rows = sorted_index_rows(kwargs.get("index_rows"))
-        if rows:
-            curs.executemany(self._upsert_index, [row.as_tuple() for row in rows])
+            row = (idempotency.key, idempotency.command, idempotency.digest, idempotency.result)
+            curs.execute(self.sql.insert_idempotency, row)
+        self._write_index(curs, sorted_index_rows(kwargs.get("index_rows")))
         self._write_heads(curs, kwargs.get("head_rows") or {})
-        super()._insert_events(curs, stored_events, **kwargs)
 
-    def _write_heads(self, curs: Cursor[DictRow], heads: dict[str, ReadyHeadRow | None]) -> None:
+    def _write_index(self, curs: Cursor[DictRow], rows: list[DispatchIndexRow]) -> None:
+        if rows:  # one statement for all rows (executemany would run its own pipeline)
+            curs.execute(
+                self.sql.upsert_index, [list(column) for column in zip(*(r.as_tuple() for r in rows), strict=True)]
+            )
+
+    def _write_heads(self, curs: Cursor[DictRow], heads: Mapping[str, ReadyHeadRow | None]) -> None:
         gone = sorted(t for t, head in heads.items() if head is None)
-        kept = [heads[t] for t in sorted(heads) if heads[t] is not None]
+        kept = [head for _, head in sorted(heads.items()) if head is not None]
         if gone:
-            curs.execute(self._delete_heads, [gone], prepare=True)
+            curs.execute(self.sql.delete_heads, [gone])
         if kept:
-            columns = [list(column) for column in zip(*(h.as_tuple() for h in kept if h is not None), strict=True)]
-            curs.execute(self._upsert_heads, columns, prepare=True)
+            curs.execute(
+                self.sql.upsert_heads, [list(column) for column in zip(*(h.as_tuple() for h in kept), strict=True)]
+            )
+
+    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
+        def attempt() -> None:
+            with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+                curs.execute(self._begin, prepare=False)
+                curs.execute(SQL("DELETE FROM {}").format(self.sql.index_table))
+                curs.execute(SQL("DELETE FROM {}").format(self.sql.heads_table))
+                ordered = sorted_index_rows(rows)
+                self._write_index(curs, ordered)
+                self._write_heads(curs, {head.thread_id: head for head in heads_of_index(ordered)})
+
+        self._call("write", attempt)
+
+    # ------------------------------------------------------------------ the library's reads, under the policy
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return self._call("read", lambda: _select_events(self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit))
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        return self._call(
+            "read",
+            lambda: _select_notifications(self, start, limit, stop, topics, inclusive_of_start=inclusive_of_start),
+        )
+
+    def max_notification_id(self) -> int | None:
+        head: int | None = self._call("read", lambda: _max_notification_id(self))
+        return head
+
+    # ------------------------------------------------------------------ our reads
+
+    def _select(self, statement: Composed, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
+        def attempt() -> list[dict[str, Any]]:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(statement, params, prepare=True)
+                return list(curs.fetchall())
+
+        return self._call("read", attempt)
+
+    def _index_rows(self, where: str, params: Sequence[Any], order: str = "") -> list[DispatchIndexRow]:
+        statement = SQL("SELECT " + INDEX_COLUMNS + " FROM {idx} q WHERE " + where + " " + order).format(
+            idx=self.sql.index_table
+        )
+        return [DispatchIndexRow(**row) for row in self._select(statement, params)]
 
     def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
-        rows = self._select(
-            SQL(
-                "SELECT originator_id, max(originator_version) AS version FROM {} "
-                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
-            ).format(self._qualified(self.events_table_name)),
-            [list(aggregate_ids)],
-        )
+        rows = self._select(self.sql.current_versions, [list(aggregate_ids)])
         found = {row["originator_id"]: row["version"] for row in rows}
         return {i: int(found.get(i, 0)) for i in aggregate_ids}
 
-    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self._idx))
-            curs.execute(SQL("DELETE FROM {}").format(self._idx))
-            ordered = sorted_index_rows(rows)
-            if ordered:
-                curs.executemany(self._upsert_index, [row.as_tuple() for row in ordered])
-            curs.execute(SQL("DELETE FROM {}").format(self._heads))
-            self._write_heads(curs, {head.thread_id: head for head in heads_of_index(ordered)})
-
-    # ------------------------------------------------------------------ reads
-
-    def _select(self, statement: Composed, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, params, prepare=True)
-            return list(curs.fetchall())
-
-    def _index_rows(self, where: str, params: Sequence[Any], order: str = "") -> list[DispatchIndexRow]:
-        statement = SQL("SELECT " + INDEX_COLUMNS + " FROM {idx} q WHERE " + where + " " + order).format(idx=self._idx)
-        return [DispatchIndexRow(**row) for row in self._select(statement, params)]
-
     def find_idempotency(self, key: str) -> IdempotencyRow | None:
-        rows = self._select(SQL("SELECT key, command, digest, result FROM {} WHERE key = %s").format(self._idem), [key])
+        rows = self._select(self.sql.find_idempotency, [key])
         return IdempotencyRow(**rows[0]) if rows else None
 
     def ready_dispatches(self, now: int, limit: int) -> list[DispatchIndexRow]:
@@ -206,10 +245,12 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
 
     def ready_threads(self, now: int, limit: int) -> list[str]:
         """Threads a claim at ``now`` looks at: the best due heads, then threads due behind their head."""
-        return [row["thread_id"] for row in self._select(self._ready_threads, {"now": now, "limit": limit})]
+        return [row["thread_id"] for row in self._select(self.sql.ready_threads, {"now": now, "limit": limit})]
 
     def ready_heads(self) -> list[ReadyHeadRow]:
-        rows = self._select(SQL("SELECT " + HEAD_COLUMNS + " FROM {} ORDER BY thread_id").format(self._heads), [])
+        rows = self._select(
+            SQL("SELECT " + HEAD_COLUMNS + " FROM {} ORDER BY thread_id").format(self.sql.heads_table), []
+        )
         return [ReadyHeadRow(**row) for row in rows]
 
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
@@ -224,5 +265,12 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         return self._index_rows("TRUE", [], "ORDER BY dispatch_id")
 
     def count_by_status(self) -> dict[str, int]:
-        rows = self._select(SQL("SELECT status, count(*) AS n FROM {} GROUP BY status").format(self._idx), [])
+        rows = self._select(
+            SQL("SELECT status, count(*) AS n FROM {} GROUP BY status").format(self.sql.index_table), []
+        )
         return {row["status"]: row["n"] for row in rows}
+
+
+def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as columns, for ``INSERT ... SELECT * FROM unnest(%s, %s, ...)``."""
+    return [list(column) for column in zip(*rows, strict=True)]
