@@ -77,6 +77,7 @@ from run_mailbox.domain.policies import (
 from run_mailbox.domain.results import CheckpointResult, DecisionOutcome, InterruptResult, RepairReport
 from run_mailbox.domain.run_record import RunRecord
 from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
+from run_mailbox.infrastructure.async_service import AsyncMailboxService
 from run_mailbox.infrastructure.persistence.mapper import UndecodableEvent
 from run_mailbox.infrastructure.persistence.migrations import SchemaTooNew
 from run_mailbox.infrastructure.service import MailboxService
@@ -102,6 +103,7 @@ __all__ = [
     "MAX_PRIORITY",
     "Ack",
     "AlreadyExists",
+    "AsyncMailboxService",
     "AudioBlock",
     "Base64Source",
     "Cancel",
