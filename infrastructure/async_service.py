@@ -19,6 +19,7 @@ timeout: the retry then returns the first result and writes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -137,9 +138,12 @@ class AsyncMailboxService:
         self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="mailbox")
 
     async def call(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Runs any blocking call (of this mailbox, of a ``ViewHost`` on it, ...) on the pool."""
+        """Runs any blocking call (of this mailbox, of a ``ViewHost`` on it, ...) on the pool, in a
+        copy of the caller's context (so a command's span is a child of the caller's, as with
+        ``asyncio.to_thread``)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+        call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+        return await loop.run_in_executor(self._pool, call)
 
     async def execute(self, cmd: Command[R]) -> R:
         """Runs one command in one transaction, on the pool, and returns its result."""

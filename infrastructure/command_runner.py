@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from run_mailbox.domain.commands import Command
 from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
 from run_mailbox.infrastructure.handlers import handler_for
+from run_mailbox.infrastructure.observe import DEFAULT_OBSERVER, CommandObserver, Observation
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
 from run_mailbox.infrastructure.unit_of_work import GeneratedIds, UnitOfWork
 
@@ -57,6 +58,7 @@ class CommandRunner:
         clock: Clock,
         new_id: Callable[[], str],
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
+        observer: CommandObserver = DEFAULT_OBSERVER,
     ) -> None:
         self._repository = repository
         self._unsnapshotted = unsnapshotted
@@ -68,8 +70,15 @@ class CommandRunner:
         self._count_lock = threading.Lock()
         self.transactions = 0
         """Transactions committed (for benchmarks and tests)."""
+        self.observer = observer
+        """Sees every command (structured logs; spans and metrics with ``run_mailbox.instrument``)."""
 
     def run(self, command: Command[R]) -> R:
+        with self.observer.observe(command) as seen:
+            result = seen.result = self._run(command, seen)
+            return result
+
+    def _run(self, command: Command[R], seen: Observation) -> R:
         handler = handler_for(type(command))
         adapter = result_adapter(type(command))
         key = command.idempotency_key
@@ -77,7 +86,9 @@ class CommandRunner:
         now = self.clock() if command.now is None else command.now
         ids = GeneratedIds(self._new_id)
         for attempt in range(self.max_conflict_retries):
+            seen.attempts = attempt + 1
             if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                seen.replayed = True
                 return _replay(found, command, digest, adapter)
             uow = UnitOfWork(
                 self._repository,

@@ -78,6 +78,8 @@ from run_mailbox.domain.results import CheckpointResult, DecisionOutcome, Interr
 from run_mailbox.domain.run_record import RunRecord
 from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
 from run_mailbox.infrastructure.async_service import AsyncMailboxService
+from run_mailbox.infrastructure.instrument import instrument, instrument_views
+from run_mailbox.infrastructure.observe import CommandObserver, Observation
 from run_mailbox.infrastructure.persistence.mapper import UndecodableEvent
 from run_mailbox.infrastructure.persistence.migrations import SchemaTooNew
 from run_mailbox.infrastructure.service import MailboxService
@@ -115,6 +117,7 @@ __all__ = [
     "ClaimNext",
     "ClaimTokenMismatch",
     "Command",
+    "CommandObserver",
     "CommitMessages",
     "ConcurrencyConflict",
     "ContentBlock",
@@ -149,6 +152,7 @@ __all__ = [
     "MessageSeqRange",
     "Nack",
     "NotFound",
+    "Observation",
     "OpenDispatch",
     "PermissionRow",
     "RebuildFailed",
@@ -181,6 +185,8 @@ __all__ = [
     "__version__",
     "backoff_delay_ms",
     "env_from_database_url",
+    "instrument",
+    "instrument_views",
     "resolve_env",
     "sqlite_env",
 ]
