@@ -41,8 +41,8 @@ def test_refusals_fences_retries_expiries_and_dead_letters_are_logged_with_field
     with pytest.raises(ClaimTokenMismatch):
         mailbox.ack(first.dispatch_id, claim_token="not-mine")
     (refusal,) = records(caplog, "ack refused")
-    assert (refusal.levelno, refusal.command, refusal.outcome) == (logging.INFO, "ack", "refused")  # type: ignore[attr-defined]
-    assert (refusal.error_type, refusal.dispatch_id) == ("ClaimTokenMismatch", first.dispatch_id)  # type: ignore[attr-defined]
+    assert (refusal.levelno, refusal.command, refusal.outcome) == (logging.INFO, "ack", "refused")
+    assert (refusal.error_type, refusal.dispatch_id) == ("ClaimTokenMismatch", first.dispatch_id)
 
     with pytest.raises(InvalidArgument):
         mailbox.submit("thread-1", "run-2", priority=-1)
@@ -50,7 +50,7 @@ def test_refusals_fences_retries_expiries_and_dead_letters_are_logged_with_field
 
     mailbox.nack(first.dispatch_id, claim_token=claimed.claim_token, error="model timeout")
     (retry,) = records(caplog, "requeued for attempt 2")
-    assert (retry.reason, retry.attempt_count, retry.run_id) == ("retry_backoff", 1, "run-1")  # type: ignore[attr-defined]
+    assert (retry.reason, retry.attempt_count, retry.run_id) == ("retry_backoff", 1, "run-1")
 
     clock.advance(60_000)
     again = mailbox.claim("thread-1", consumer_id="w", lease_ms=1_000)
@@ -58,9 +58,9 @@ def test_refusals_fences_retries_expiries_and_dead_letters_are_logged_with_field
     clock.advance(5_000)
     mailbox.reclaim_expired_leases()
     (expiry,) = records(caplog, "lease of dispatch")
-    assert (expiry.reason, expiry.command) == ("dead_letter", "reclaim_expired_leases")  # type: ignore[attr-defined]
+    assert (expiry.reason, expiry.command) == ("dead_letter", "reclaim_expired_leases")
     (dead,) = records(caplog, "dead-lettered")
-    assert (dead.levelno, dead.reason, dead.thread_id) == (logging.WARNING, "lease_expired", "thread-1")  # type: ignore[attr-defined]
+    assert (dead.levelno, dead.reason, dead.thread_id) == (logging.WARNING, "lease_expired", "thread-1")
 
     mailbox.submit("thread-2", "run-3")
     fenced = mailbox.claim("thread-2", consumer_id="w")
@@ -69,7 +69,7 @@ def test_refusals_fences_retries_expiries_and_dead_letters_are_logged_with_field
     with pytest.raises(DispatchSuperseded):
         mailbox.record_start(fenced.dispatch_id, claim_token=fenced.claim_token)
     (fence,) = records(caplog, "record_start fenced")
-    assert (fence.levelno, fence.outcome, fence.dispatch_id) == (logging.WARNING, "fenced", fenced.dispatch_id)  # type: ignore[attr-defined]
+    assert (fence.levelno, fence.outcome, fence.dispatch_id) == (logging.WARNING, "fenced", fenced.dispatch_id)
 
 
 def test_conflict_retries_are_logged(caplog):
@@ -78,7 +78,7 @@ def test_conflict_retries_are_logged(caplog):
     with seen:
         seen.attempts = 3
     (retried,) = records(caplog, "after 3 attempts")
-    assert (retried.attempts, retried.thread_id, retried.outcome) == (3, "thread-1", "ok")  # type: ignore[attr-defined]
+    assert (retried.attempts, retried.thread_id, retried.outcome) == (3, "thread-1", "ok")
 
 
 @pytest.fixture
