@@ -24,6 +24,8 @@ from run_mailbox.domain.errors import DispatchSuperseded, InvalidArgument, Mailb
 from run_mailbox.domain.values import DispatchStatus
 
 log = logging.getLogger("run_mailbox.commands")
+# A library: silent until the host configures logging.
+logging.getLogger("run_mailbox").addHandler(logging.NullHandler())
 
 _IDS = ("thread_id", "run_id", "dispatch_id")
 
