@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections import Counter
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -179,3 +181,13 @@ def _sync_ack(service: MailboxService, dispatch_id: str, token: str | None) -> D
 
 def _dispatches(service: MailboxService, i: int) -> list[DispatchRecord]:
     return service.list_dispatches(f"thread-{i}")
+
+
+def test_the_readme_asyncio_example_runs_and_prints_what_it_says(tmp_path, monkeypatch, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use it from asyncio", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert example is not None
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example.group(1), "README asyncio example", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out == "acked done\n"
