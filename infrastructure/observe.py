@@ -28,6 +28,7 @@ log = logging.getLogger("run_mailbox.commands")
 logging.getLogger("run_mailbox").addHandler(logging.NullHandler())
 
 _IDS = ("thread_id", "run_id", "dispatch_id")
+_QUIET = (c.Claim, c.ClaimDispatch, c.ClaimNext)  # nothing of theirs is logged on success
 
 
 class Observation:
@@ -141,8 +142,9 @@ class CommandObserver:
                 seen.attempts,
                 extra=_fields(seen, attempts=seen.attempts),
             )
-        for effect, detail, record in seen.effects():
-            _log_effect(seen, effect, detail, record)
+        if not isinstance(seen.command, _QUIET):
+            for effect, detail, record in seen.effects():
+                _log_effect(seen, effect, detail, record)
 
 
 def _fields(seen: Observation, **more: Any) -> dict[str, Any]:
@@ -166,7 +168,13 @@ def _log_refusal(seen: Observation) -> None:
         log.error("%s failed: %s", name, error, extra=_fields(seen, error_type=type(error).__name__))
 
 
+_EFFECT_LEVELS = {"retry": logging.INFO, "lease_expiry": logging.INFO, "dead_letter": logging.WARNING}
+
+
 def _log_effect(seen: Observation, effect: str, detail: str, record: DispatchRecord) -> None:
+    level = _EFFECT_LEVELS.get(effect)
+    if level is None or not log.isEnabledFor(level):
+        return  # a claim is counted by metrics, not logged
     fields = _fields(
         seen,
         thread_id=record.thread_id,
@@ -175,20 +183,15 @@ def _log_effect(seen: Observation, effect: str, detail: str, record: DispatchRec
         attempt_count=record.attempt_count,
         reason=detail,
     )
-    if effect == "retry" and log.isEnabledFor(logging.INFO):
+    if effect == "retry":
         fields["available_at"] = record.available_at
-        log.info(
-            "dispatch %s requeued for attempt %d (%s)",
-            record.dispatch_id,
-            record.attempt_count + 1,
-            detail,
-            extra=fields,
-        )
-    elif effect == "lease_expiry" and log.isEnabledFor(logging.INFO):
-        log.info("lease of dispatch %s expired (now %s)", record.dispatch_id, detail, extra=fields)
-    elif effect == "dead_letter":
+        message = f"dispatch {record.dispatch_id} requeued for attempt {record.attempt_count + 1} ({detail})"
+    elif effect == "lease_expiry":
+        message = f"lease of dispatch {record.dispatch_id} expired (now {detail})"
+    else:
         fields["error"] = record.last_error
-        log.warning("dispatch %s dead-lettered (%s)", record.dispatch_id, detail, extra=fields)
+        message = f"dispatch {record.dispatch_id} dead-lettered ({detail})"
+    log.log(level, "%s", message, extra=fields)
 
 
 DEFAULT_OBSERVER = CommandObserver()
