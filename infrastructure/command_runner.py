@@ -29,6 +29,7 @@ from run_mailbox.domain.commands import Command
 from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
 from run_mailbox.infrastructure.aggregate_cache import AggregateCache
 from run_mailbox.infrastructure.handlers import handler_for
+from run_mailbox.infrastructure.observe import DEFAULT_OBSERVER, CommandObserver, Observation
 from run_mailbox.infrastructure.persistence.ready_heads import head_of
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
 from run_mailbox.infrastructure.unit_of_work import GeneratedIds, UnitOfWork
@@ -64,6 +65,7 @@ class CommandRunner:
         new_id: Callable[[], str],
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
         cache: AggregateCache | None = None,
+        observer: CommandObserver = DEFAULT_OBSERVER,
     ) -> None:
         self._repository = repository
         self._unsnapshotted = unsnapshotted
@@ -78,8 +80,15 @@ class CommandRunner:
         """Transactions committed (for benchmarks and tests)."""
         self.retries = 0
         """Attempts that ran again on fresh reads (a conflict, a stale read)."""
+        self.observer = observer
+        """Sees every command (structured logs; spans and metrics with ``run_mailbox.instrument``)."""
 
     def run(self, command: Command[R]) -> R:
+        with self.observer.observe(command) as seen:
+            result = seen.result = self._run(command, seen)
+            return result
+
+    def _run(self, command: Command[R], seen: Observation) -> R:
         handler = handler_for(type(command))
         adapter = result_adapter(type(command))
         key = command.idempotency_key
@@ -87,7 +96,9 @@ class CommandRunner:
         now = self.clock() if command.now is None else command.now
         ids = GeneratedIds(self._new_id)
         for attempt in range(self.max_conflict_retries):
+            seen.attempts = attempt + 1
             if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                seen.replayed = True
                 return _replay(found, command, digest, adapter)
             uow = UnitOfWork(
                 self._repository,

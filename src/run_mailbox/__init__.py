@@ -87,6 +87,9 @@ from run_mailbox.domain.results import (
 )
 from run_mailbox.domain.run_record import RunRecord
 from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
+from run_mailbox.infrastructure.async_service import AsyncMailboxService
+from run_mailbox.infrastructure.instrument import instrument, instrument_views
+from run_mailbox.infrastructure.observe import CommandObserver, Observation
 from run_mailbox.infrastructure.persistence.mapper import UndecodableEvent
 from run_mailbox.infrastructure.persistence.migrations import SchemaTooNew
 from run_mailbox.infrastructure.service import MailboxService
@@ -115,6 +118,7 @@ __all__ = [
     "AckMany",
     "AckManyResult",
     "AlreadyExists",
+    "AsyncMailboxService",
     "AudioBlock",
     "Base64Source",
     "Cancel",
@@ -126,6 +130,7 @@ __all__ = [
     "ClaimNext",
     "ClaimTokenMismatch",
     "Command",
+    "CommandObserver",
     "CommitMessages",
     "ConcurrencyConflict",
     "ContentBlock",
@@ -160,6 +165,7 @@ __all__ = [
     "MessageSeqRange",
     "Nack",
     "NotFound",
+    "Observation",
     "OpenDispatch",
     "PermissionRow",
     "RebuildFailed",
@@ -194,6 +200,8 @@ __all__ = [
     "__version__",
     "backoff_delay_ms",
     "env_from_database_url",
+    "instrument",
+    "instrument_views",
     "resolve_env",
     "sqlite_env",
 ]
