@@ -151,6 +151,16 @@ def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         merged.setdefault("POSTGRES_CONNECT_TIMEOUT", "5")
         merged.setdefault("POSTGRES_POOL_SIZE", "2")
         merged.setdefault("POSTGRES_MAX_OVERFLOW", "14")
+        if (
+            "MAILBOX_IDLE_IN_TRANSACTION_TIMEOUT_MS" in merged
+            or "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT" not in merged
+        ):
+            # The library sets it on every pooled connection it opens (in seconds).
+            idle_ms = store_timeouts(merged).idle_in_transaction_ms
+            # (the library wants whole seconds)
+            merged["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = str(
+                0 if idle_ms == 0 else max(1, round(idle_ms / 1000))
+            )
         merged.setdefault("POSTGRES_HOST", "127.0.0.1")
         merged.setdefault("POSTGRES_PORT", "5432")
         merged.setdefault("POSTGRES_USER", "postgres")

@@ -16,12 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError, StoredEvent
-from eventsourcing.utils import get_topic
-from psycopg import sql
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from psycopg import Cursor, sql
 
 from run_mailbox.domain import MailboxError, StoreTimeout, StoreUnavailable
-from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecorder
 from run_mailbox.infrastructure.persistence.rows import IdempotencyRow
 from run_mailbox.infrastructure.service import MailboxService
 
@@ -142,30 +140,43 @@ def test_a_write_stuck_behind_the_events_lock_ends_with_store_timeout(postgres_e
         app.close()
 
 
-class StallingRecorder(PostgresMailboxRecorder):
-    """Stalls, between two statements of a keyed write, longer than the idle-in-transaction timeout."""
+def test_a_write_runs_no_client_code_inside_its_transaction(postgres_env):
+    """A write is one statement: the events lock is never held while the client does anything else,
+    so a client that stalls cannot hold it (a stall could only come between statements)."""
+    app = MailboxService(env=postgres_env)
+    try:
+        statements: list[str] = []
+        original = Cursor.execute
 
-    def _insert_events(self, curs: Any, stored_events: Any, **kwargs: Any) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
-        if kwargs.get("idempotency") is not None:
-            time.sleep(1.0)
+        def counted(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            statements.append(query.as_string(self) if hasattr(query, "as_string") else str(query))
+            return original(self, query, params, **kwargs)
+
+        Cursor.execute = counted  # type: ignore[method-assign]
+        try:
+            app.submit(T, "r1", dispatch_id="d1", idempotency_key="k1")
+        finally:
+            Cursor.execute = original  # type: ignore[method-assign]
+        writes = [q for q in statements if "mailboxservice_write" in q]
+        assert len(writes) == 1
+        assert not any("LOCK TABLE" in q or q.lstrip().upper().startswith("INSERT") for q in statements)
+    finally:
+        app.close()
 
 
-def test_a_writer_stalled_inside_its_transaction_is_cut_off_with_store_timeout(postgres_env):
-    env = {
-        **postgres_env,
-        "APPLICATION_RECORDER_TOPIC": get_topic(StallingRecorder),
-        "MAILBOX_IDLE_IN_TRANSACTION_TIMEOUT_MS": "300",
-    }
-    app = MailboxService(env=env)
+def test_a_pooled_connection_left_idle_in_a_transaction_is_cut_off(postgres_env):
+    """Whatever else uses the service's pool (a view store, a host's own query) cannot hold a
+    transaction open for longer than the idle-in-transaction timeout."""
+    app = MailboxService(env={**postgres_env, "MAILBOX_IDLE_IN_TRANSACTION_TIMEOUT_MS": "1000"})
     try:
         app.submit(T, "r0", dispatch_id="d0")
-        head = app.recorder.max_notification_id()
-        with pytest.raises(StoreTimeout, match="idle-in-transaction timeout"):
-            app.submit(T, "r1", dispatch_id="d1", idempotency_key="k1")
-        assert app.recorder.max_notification_id() == head
-        assert app.tables.find_idempotency("k1") is None
-        assert [row.dispatch_id for row in app.tables.thread_dispatches(T)] == ["d0"]
+        failing = pytest.raises(PersistenceError, match="idle-in-transaction")  # the library wraps psycopg's
+        with failing, app.recorder.datastore.get_connection() as conn:
+            conn.execute("BEGIN")
+            conn.execute("SELECT 1")
+            time.sleep(1.8)
+            conn.execute("SELECT 1")
+        assert app.submit(T, "r1", dispatch_id="d1").dispatch_id == "d1"
     finally:
         app.close()
 

@@ -13,19 +13,22 @@ transaction through a psycopg pipeline). With psycopg 3.3's pipeline:
 - an exception raised in Python after the hook ran (building the events) was caught inside the
   library's transaction block, which then committed the hook's rows without the events.
 
-Here a write is one plain transaction: the ``SET LOCAL`` timeouts, ``LOCK TABLE ... IN EXCLUSIVE
-MODE`` and ``NOTIFY`` in one round trip, then (everything else now runs alone) the check that the
-aggregates the command only read are still at the versions it read (``read_versions``: a stale one
-aborts the transaction as a conflict), the idempotency row, the dispatch-index and ready-head rows,
-the events (in binary), commit. Each statement is flushed completely before its result is read, any
-exception rolls everything back, and failures reach the caller as the mailbox's typed errors
-(``pg_errors``). A duplicate idempotency key aborts the whole transaction.
+Here a write is one statement in its own transaction, one round trip: a server-side function
+(``<app>_write``, migration 4) takes the events table's lock (waiting at most the lock timeout),
+announces the insert, checks that the aggregates the command only read are still at the versions it
+read (``read_versions``: a stale one aborts it as a conflict), writes the idempotency row, the
+dispatch-index and ready-head rows and the events (sent in binary), and returns their notification
+ids. No client code runs while the lock is held, the statement is flushed completely before its
+result is read, any error rolls everything back, and failures reach the caller as the mailbox's
+typed errors (``pg_errors``). A duplicate idempotency key aborts the whole write. The statement and
+idle-in-transaction timeouts are set once per connection.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -36,10 +39,11 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from run_mailbox.infrastructure.persistence import migrations, pg_schema
+from run_mailbox.infrastructure.persistence import migrations, pg_reindex, pg_schema
 from run_mailbox.infrastructure.persistence.pg_errors import StorePolicy
+from run_mailbox.infrastructure.persistence.pg_reindex import columns
 from run_mailbox.infrastructure.persistence.pg_statements import Statements
-from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow, heads_of_index
+from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
     DispatchIndexRow,
@@ -76,9 +80,13 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         self.configure(StoreTimeouts())
 
     def configure(self, timeouts: StoreTimeouts) -> None:
-        """Sets the timeouts of the write transactions."""
+        """Sets the timeouts: the lock timeout of every write, the others of every pooled connection."""
         self.timeouts = timeouts
-        self._begin = SQL(
+        self._sessions: weakref.WeakKeyDictionary[Any, Composed] = weakref.WeakKeyDictionary()
+        self._session_settings = SQL("SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}").format(
+            Literal(f"{timeouts.statement_ms}ms"), Literal(f"{timeouts.idle_in_transaction_ms}ms")
+        )
+        self.begin_write = SQL(
             "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; "
             "SET LOCAL idle_in_transaction_session_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE; NOTIFY {}"
         ).format(
@@ -100,6 +108,11 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
 
     def index(self, name: str) -> str:
         return Identifier(f"{self.table_prefix}_{name}").as_string(None)
+
+    @property
+    def channel(self) -> str:
+        """The channel a write notifies (the library's subscriptions listen on it), quoted."""
+        return Identifier(self.channel_name).as_string(None)
 
     def create_table(self) -> None:
         if pg_schema.recorded_version(self) == migrations.POSTGRES[-1].version:
@@ -131,53 +144,39 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
     def _write(
         self, stored_events: Sequence[StoredEvent], rows: list[PgStoredEvent], **kwargs: Any
     ) -> list[int] | None:
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            curs.execute(self._begin, prepare=False)
-            self._insert_events(curs, stored_events, **kwargs)
-            if not rows:
-                return None
-            curs.execute(self.insert_events_statement, (rows,))
-            return [row["notification_id"] for row in curs.fetchall()]
+        params = self._write_params(rows, **kwargs)
+        with self.datastore.get_connection() as conn:
+            self._configure_session(conn)
+            with conn.cursor() as curs:
+                curs.execute(self.sql.write, params)
+                ids = [row["notification_id"] for row in curs.fetchall()]
+        return ids if rows else None
 
-    def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        """The side rows, under the events table's lock (taken by ``_write``)."""
+    def _write_params(self, rows: list[PgStoredEvent], **kwargs: Any) -> list[Any]:
         read_versions: dict[UUID, int] = kwargs.get("read_versions") or {}
-        if read_versions:
-            curs.execute(self.sql.assert_versions, (list(read_versions), list(read_versions.values())))
-        idempotency: IdempotencyRow | None = kwargs.get("idempotency")
-        if idempotency is not None:
-            row = (idempotency.key, idempotency.command, idempotency.digest, idempotency.result)
-            curs.execute(self.sql.insert_idempotency, row)
-        self._write_index(curs, sorted_index_rows(kwargs.get("index_rows")))
-        self._write_heads(curs, kwargs.get("head_rows") or {})
-
-    def _write_index(self, curs: Cursor[DictRow], rows: list[DispatchIndexRow]) -> None:
-        if rows:  # one statement for all rows (executemany would run its own pipeline)
-            curs.execute(
-                self.sql.upsert_index, [list(column) for column in zip(*(r.as_tuple() for r in rows), strict=True)]
-            )
-
-    def _write_heads(self, curs: Cursor[DictRow], heads: Mapping[str, ReadyHeadRow | None]) -> None:
-        gone = sorted(t for t, head in heads.items() if head is None)
+        key: IdempotencyRow | None = kwargs.get("idempotency")
+        index = sorted_index_rows(kwargs.get("index_rows"))
+        heads: Mapping[str, ReadyHeadRow | None] = kwargs.get("head_rows") or {}
         kept = [head for _, head in sorted(heads.items()) if head is not None]
-        if gone:
-            curs.execute(self.sql.delete_heads, [gone])
-        if kept:
-            curs.execute(
-                self.sql.upsert_heads, [list(column) for column in zip(*(h.as_tuple() for h in kept), strict=True)]
-            )
+        return [
+            self.timeouts.lock_ms,
+            rows,
+            list(read_versions),
+            list(read_versions.values()),
+            None if key is None else [key.key, key.command, key.digest, key.result],
+            *columns((r.as_tuple() for r in index), 9),
+            sorted(t for t, head in heads.items() if head is None),
+            *columns((h.as_tuple() for h in kept), 6),
+        ]
+
+    def _configure_session(self, conn: Any) -> None:
+        """The statement and idle-in-transaction timeouts, set once on each pooled connection."""
+        if self._sessions.get(conn) != self._session_settings:
+            conn.execute(self._session_settings, prepare=False)
+            self._sessions[conn] = self._session_settings
 
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
-        def attempt() -> None:
-            with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-                curs.execute(self._begin, prepare=False)
-                curs.execute(SQL("DELETE FROM {}").format(self.sql.index_table))
-                curs.execute(SQL("DELETE FROM {}").format(self.sql.heads_table))
-                ordered = sorted_index_rows(rows)
-                self._write_index(curs, ordered)
-                self._write_heads(curs, {head.thread_id: head for head in heads_of_index(ordered)})
-
-        self._call("write", attempt)
+        self._call("write", lambda: pg_reindex.replace_dispatch_index(self, rows))
 
     # ------------------------------------------------------------------ the library's reads, under the policy
 
@@ -269,8 +268,3 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             SQL("SELECT status, count(*) AS n FROM {} GROUP BY status").format(self.sql.index_table), []
         )
         return {row["status"]: row["n"] for row in rows}
-
-
-def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows as columns, for ``INSERT ... SELECT * FROM unnest(%s, %s, ...)``."""
-    return [list(column) for column in zip(*rows, strict=True)]
