@@ -90,3 +90,13 @@ def test_a_batch_issued_again_under_its_key_returns_the_first_result_and_writes_
     head = log_length(service)
     assert service.submit_many([Submit("t1", "r1"), Submit("t2", "r2")], idempotency_key="batch-1") == first
     assert log_length(service) == head
+
+
+def test_claiming_a_thread_with_start_records_the_start_in_the_same_transaction(service):
+    service.submit("t1", "r1")
+    before = service.transactions
+    claimed = service.claim("t1", consumer_id="w", start=True)
+    assert service.transactions == before + 1
+    assert claimed is not None and claimed.run_status is RunStatus.RUNNING
+    assert claimed.instance_id == f"{claimed.dispatch_id}/1"
+    assert service.get_run("r1").status is RunStatus.RUNNING

@@ -16,7 +16,8 @@ from run_mailbox.domain.dispatch import DispatchRecord
 @command_model
 class Claim(Command[DispatchRecord | None]):
     """Claims the thread's best ready dispatch (priority, then age) for ``lease_ms``; None when
-    the thread has a claimed dispatch already or nothing is due."""
+    the thread has a claimed dispatch already or nothing is due. With ``start``, also records its
+    start in the same transaction (as ``record_start`` would)."""
 
     name: ClassVar[str] = "claim"
     result_type: ClassVar[Any] = DispatchRecord | None
@@ -25,12 +26,13 @@ class Claim(Command[DispatchRecord | None]):
     _: KW_ONLY
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+    start: Annotated[bool, Strict()] = False
 
 
 @command_model
 class ClaimDispatch(Command[DispatchRecord | None]):
     """Claims one dispatch by id, whatever its ``available_at``; None while its thread has another
-    claimed dispatch."""
+    claimed dispatch. With ``start``, also records its start in the same transaction."""
 
     name: ClassVar[str] = "claim_dispatch"
     result_type: ClassVar[Any] = DispatchRecord | None
@@ -39,6 +41,7 @@ class ClaimDispatch(Command[DispatchRecord | None]):
     _: KW_ONLY
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+    start: Annotated[bool, Strict()] = False
 
 
 @command_model

@@ -16,14 +16,15 @@ from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 
 def grant(
-    uow: UnitOfWork, mailbox: ThreadMailbox, dispatch: Dispatch, consumer_id: str, lease_ms: int
+    uow: UnitOfWork, mailbox: ThreadMailbox, dispatch: Dispatch, consumer_id: str, lease_ms: int, started: bool
 ) -> DispatchRecord:
-    """Claims ``dispatch`` for ``consumer_id`` under a fresh token, and marks its thread busy."""
+    """Claims ``dispatch`` for ``consumer_id`` under a fresh token, and marks its thread busy; records
+    its start too when ``started``."""
     at = uow.now
     token = uuid.uuid4().hex
     dispatch.claim(consumer_id=consumer_id, claim_token=token, lease_until=at + lease_ms, now=at)
     mailbox.grant_claim(dispatch_id=dispatch.dispatch_id, now=at)
-    return dispatch.record
+    return start(uow, dispatch, token, None) if started else dispatch.record
 
 
 def claim(cmd: Claim, uow: UnitOfWork) -> DispatchRecord | None:
@@ -33,7 +34,7 @@ def claim(cmd: Claim, uow: UnitOfWork) -> DispatchRecord | None:
     best = mailbox.best_ready(uow.now)
     if best is None:
         return None
-    return grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms)
+    return grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start)
 
 
 def claim_dispatch(cmd: ClaimDispatch, uow: UnitOfWork) -> DispatchRecord | None:
@@ -41,7 +42,7 @@ def claim_dispatch(cmd: ClaimDispatch, uow: UnitOfWork) -> DispatchRecord | None
     mailbox = uow.mailbox(dispatch.record.thread_id)
     if dispatch.record.status is DispatchStatus.QUEUED and mailbox.record.claimed is not None:
         return None
-    return grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms)
+    return grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms, cmd.start)
 
 
 def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
@@ -65,9 +66,7 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
         uow.unread(passed_over)  # another worker may claim it meanwhile: no reason to fail this claim
     claimed: list[DispatchRecord] = []
     for _, mailbox, best in picks[: cmd.limit]:
-        claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms))
-    if cmd.start:
-        return [start(uow, uow.dispatch(r.dispatch_id), r.claim_token or "", None) for r in claimed]
+        claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start))
     return claimed
 
 
