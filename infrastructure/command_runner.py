@@ -66,6 +66,7 @@ class CommandRunner:
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
         cache: AggregateCache | None = None,
         observer: CommandObserver = DEFAULT_OBSERVER,
+        mapper: Any = None,
     ) -> None:
         self._repository = repository
         self._unsnapshotted = unsnapshotted
@@ -75,6 +76,7 @@ class CommandRunner:
         self._new_id = new_id
         self.max_conflict_retries = max_conflict_retries
         self.cache = cache
+        self._mapper = mapper
         self._count_lock = threading.Lock()
         self.transactions = 0
         """Transactions committed (for benchmarks and tests)."""
@@ -108,6 +110,7 @@ class CommandRunner:
                 attempt=attempt,
                 unsnapshotted=self._unsnapshotted,
                 cache=self.cache,
+                mapper=self._mapper,
             )
             try:
                 result: R = handler(command, uow)

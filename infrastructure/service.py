@@ -82,6 +82,7 @@ class MailboxService(Application[UUID]):
             new_id=id_factory,
             max_conflict_retries=max_conflict_retries,
             cache=self.cache,
+            mapper=self.mapper,
         )
         self.queries = MailboxQueries(
             repository=self.repository,

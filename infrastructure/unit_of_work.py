@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.application import AggregateNotFoundError, Repository, project_aggregate
 
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.errors import DispatchNotFound, MailboxError, RunNotFound
@@ -50,8 +50,11 @@ class UnitOfWork:
         attempt: int = 0,
         unsnapshotted: Repository[UUID] | None = None,
         cache: AggregateCache | None = None,
+        mapper: Any = None,
     ) -> None:
         self._repository = repository
+        self._mapper = mapper
+        self._read_many = getattr(tables, "read_aggregates", None) if mapper is not None else None
         self._cache = cache
         self._unsnapshotted = unsnapshotted or repository
         self.now = now
@@ -76,22 +79,59 @@ class UnitOfWork:
             self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
             self._loaded_versions[aggregate_id] = cached.version
             return self._aggregates[aggregate_id]  # type: ignore[no-any-return]
+        self.preload([aggregate_id], kind)
+        found = self._aggregates.get(aggregate_id)
+        assert found is None or isinstance(found, kind)
+        return found
+
+    def preload(self, aggregate_ids: list[UUID], kind: type[Any]) -> None:
+        """Reads the aggregates of ``kind`` this unit has not read yet, from the cache, else from the
+        store: in one query where the store can (Postgres), one by one elsewhere."""
+        wanted = [i for i in dict.fromkeys(aggregate_ids) if i not in self._aggregates and i not in self._missing]
+        if self._cache is not None:
+            for aggregate_id in wanted:
+                if (cached := self._cache.get(aggregate_id)) is not None:
+                    self._from_cache.add(aggregate_id)
+                    self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
+                    self._loaded_versions[aggregate_id] = cached.version
+            wanted = [i for i in wanted if i not in self._aggregates]
+        if not wanted:
+            return
         # Dispatches and messages are never snapshotted: skip the snapshot table's lookup.
-        repository = self._unsnapshotted if kind in (Dispatch, ThreadMessage) else self._repository
-        try:
-            aggregate: Any = repository.get(aggregate_id)
-        except AggregateNotFoundError:
+        snapshotted = kind not in (Dispatch, ThreadMessage)
+        if self._read_many is not None:
+            stored = self._read_many(wanted, snapshots=snapshotted)
+            for aggregate_id in wanted:
+                events = [self._mapper.to_domain_event(s) for s in stored.get(aggregate_id, ())]
+                self._loaded(aggregate_id, project_aggregate(None, events))
+            return
+        repository = self._repository if snapshotted else self._unsnapshotted
+        for aggregate_id in wanted:
+            try:
+                self._loaded(aggregate_id, repository.get(aggregate_id))
+            except AggregateNotFoundError:
+                self._loaded(aggregate_id, None)
+
+    def _loaded(self, aggregate_id: UUID, aggregate: Any) -> None:
+        if aggregate is None:
             self._missing.add(aggregate_id)
-            return None
-        assert isinstance(aggregate, kind)
+            return
         self._aggregates[aggregate_id] = aggregate
-        self._loaded_versions[aggregate_id] = cast(Any, aggregate).version
-        return aggregate
+        self._loaded_versions[aggregate_id] = aggregate.version
 
     def add(self, aggregate: A) -> A:
         self._missing.discard(cast(Any, aggregate).id)
         self._aggregates[cast(Any, aggregate).id] = aggregate
         return aggregate
+
+    def preload_dispatches(self, dispatch_ids: list[str]) -> None:
+        self.preload([dispatch_aggregate_id(d) for d in dispatch_ids], Dispatch)
+
+    def preload_mailboxes(self, thread_ids: list[str]) -> None:
+        self.preload([mailbox_aggregate_id(t) for t in thread_ids], ThreadMailbox)
+
+    def preload_runs(self, run_ids: list[str]) -> None:
+        self.preload([run_aggregate_id(r) for r in run_ids], Run)
 
     def find_dispatch(self, dispatch_id: str) -> Dispatch | None:
         return self._find(dispatch_aggregate_id(dispatch_id), Dispatch)

@@ -89,21 +89,17 @@ class PausingService(MailboxService):
     def __init__(self, *args: Any, pause_after: UUID, **kwargs: Any) -> None:
         self.pause_after = pause_after
         self.paused, self.resume = threading.Event(), threading.Event()
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, cache_size=0, **kwargs)
+        real_read = self.recorder.read_aggregates  # how a command reads aggregates from Postgres
 
-    def construct_repository(self) -> Any:
-        repository = super().construct_repository()
-        real_get = repository.get
-
-        def get(aggregate_id: UUID, **kwargs: Any) -> Any:
-            aggregate = real_get(aggregate_id, **kwargs)
-            if aggregate_id == self.pause_after and not self.paused.is_set():
+        def read_aggregates(aggregate_ids: list[UUID], **kwargs: Any) -> Any:
+            found = real_read(aggregate_ids, **kwargs)
+            if self.pause_after in aggregate_ids and not self.paused.is_set():
                 self.paused.set()
                 self.resume.wait(timeout=30)
-            return aggregate
+            return found
 
-        repository.get = get  # type: ignore[method-assign]
-        return repository
+        self.recorder.read_aggregates = read_aggregates  # type: ignore[attr-defined]
 
 
 def test_a_thread_claim_that_loses_between_its_reads_returns_none(postgres_env, clock):

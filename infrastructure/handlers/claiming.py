@@ -49,7 +49,9 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
     """Reads the ready heads (written with the events, so they never lag) for the candidate
     threads, then takes each one's best due dispatch from its mailbox, best first."""
     picks: list[tuple[tuple[int, int, str], ThreadMailbox, str]] = []
-    for thread_id in dict.fromkeys(uow.tables.ready_threads(uow.now, cmd.limit + 16)):
+    candidates = list(dict.fromkeys(uow.tables.ready_threads(uow.now, cmd.limit + 16)))
+    uow.preload_mailboxes(candidates)
+    for thread_id in candidates:
         mailbox = uow.find_mailbox(thread_id)
         best = mailbox.best_ready(uow.now) if mailbox is not None else None
         if mailbox is not None and best is not None:
@@ -64,9 +66,13 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
         picks = picks[offset:] + picks[:offset]
     for _, passed_over, _ in picks[cmd.limit :]:
         uow.unread(passed_over)  # another worker may claim it meanwhile: no reason to fail this claim
+    uow.preload_dispatches([best for _, _, best in picks[: cmd.limit]])
     claimed: list[DispatchRecord] = []
     for _, mailbox, best in picks[: cmd.limit]:
-        claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start))
+        dispatch = uow.dispatch(best)
+        if cmd.start:
+            uow.preload_runs([dispatch.record.run_id])
+        claimed.append(grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms, cmd.start))
     return claimed
 
 

@@ -17,6 +17,7 @@ def submit(cmd: Submit, uow: UnitOfWork) -> DispatchRecord:
 
 
 def submit_many(cmd: SubmitMany, uow: UnitOfWork) -> list[DispatchRecord]:
+    uow.preload_mailboxes([run.thread_id for run in cmd.runs])
     records = []
     for i, run in enumerate(cmd.runs):
         try:

@@ -37,6 +37,10 @@ def ack(cmd: Ack, uow: UnitOfWork) -> DispatchRecord:
 
 
 def ack_many(cmd: AckMany, uow: UnitOfWork) -> AckManyResult:
+    uow.preload_dispatches([item.dispatch_id for item in cmd.acks])
+    found = [d for item in cmd.acks if (d := uow.find_dispatch(item.dispatch_id)) is not None]
+    uow.preload_mailboxes([d.record.thread_id for d in found])
+    uow.preload_runs([d.record.run_id for d in found])
     acked, refused = [], []
     for item in cmd.acks:
         try:

@@ -54,6 +54,17 @@ class Statements:
             "(SELECT thread_id FROM {heads} WHERE next_available_at < available_at AND next_available_at <= %(now)s "
             "AND available_at > %(now)s ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s)"
         ).format(heads=self.heads_table)
+        snapshots = q(f"{prefix}_snapshots")
+        self.read_aggregates = SQL(
+            "WITH s AS (SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
+            "FROM {snapshots} WHERE %(snapshots)s AND originator_id = ANY(%(ids)s) "
+            "ORDER BY originator_id, originator_version DESC) "
+            "SELECT originator_id, 0 AS kind, originator_version, topic, state FROM s UNION ALL "
+            "SELECT e.originator_id, 1, e.originator_version, e.topic, e.state FROM {events} e "
+            "LEFT JOIN s ON s.originator_id = e.originator_id "
+            "WHERE e.originator_id = ANY(%(ids)s) AND e.originator_version > coalesce(s.originator_version, 0) "
+            "ORDER BY 1, 2, 3"
+        ).format(snapshots=snapshots, events=events)
         self.current_versions = SQL(
             "SELECT originator_id, max(originator_version) AS version FROM {} "
             "WHERE originator_id = ANY(%s) GROUP BY originator_id"

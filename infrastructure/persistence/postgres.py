@@ -225,6 +225,16 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         )
         return [DispatchIndexRow(**row) for row in self._select(statement, params)]
 
+    def read_aggregates(self, aggregate_ids: Sequence[UUID], *, snapshots: bool) -> dict[UUID, list[StoredEvent]]:
+        """The stored events of several aggregates in one query: each one's latest snapshot (when
+        ``snapshots``), then its events after it, in order (an aggregate with none is left out)."""
+        rows = self._select(self.sql.read_aggregates, {"ids": list(aggregate_ids), "snapshots": snapshots})
+        found: dict[UUID, list[StoredEvent]] = {}
+        for row in rows:
+            stored = StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+            found.setdefault(row["originator_id"], []).append(stored)
+        return found
+
     def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         rows = self._select(self.sql.current_versions, [list(aggregate_ids)])
         found = {row["originator_id"]: row["version"] for row in rows}
