@@ -57,6 +57,41 @@ def _scopes(thread_id: str, run_id: str) -> list[dict[str, str]]:
     return [{"scope_type": "thread", "thread_id": thread_id}, {"scope_type": "run", "run_id": run_id}]
 
 
+Envelope = dict[str, Any]
+
+
+def _envelope(
+    *,
+    position: int,
+    kind: str,
+    upstream: bool,
+    thread_id: str,
+    run_id: str,
+    correlation_id: str,
+    idempotency_key: str,
+    created_at: int,
+    payload: dict[str, Any],
+) -> Envelope:
+    """Every field of the envelope as JSON values (what ``CanonicalEvent.model_dump(mode="json")`` gives)."""
+    return {
+        "position": position,
+        "kind": kind,
+        "upstream": upstream,
+        "scopes": _scopes(thread_id, run_id),
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "visibility": "public",
+        "correlation_id": correlation_id,
+        "causation_id": None,
+        "origin": ORIGIN,
+        "schema_version": 1,
+        "writer_id": WRITER_ID,
+        "idempotency_key": idempotency_key,
+        "created_at": created_at,
+        "payload": payload,
+    }
+
+
 def dispatch_payload(record: DispatchRecord) -> dict[str, Any]:
     """The dispatch-lifecycle family's shared payload (payloads.md section 1)."""
     return {
@@ -87,7 +122,7 @@ def _dispatch_extras(event: Dispatch.Event) -> dict[str, Any]:
     return {}
 
 
-def _render_dispatch(event: Dispatch.Event, position: int) -> CanonicalEvent:
+def _render_dispatch(event: Dispatch.Event, position: int) -> Envelope:
     record = event.dispatch
     kind = event.kind()
     payload = dispatch_payload(record)
@@ -98,11 +133,10 @@ def _render_dispatch(event: Dispatch.Event, position: int) -> CanonicalEvent:
     else:
         key = f"{kind}/{record.dispatch_id}/{event.originator_version}"
         payload.update(_dispatch_extras(event))
-    return CanonicalEvent(
+    return _envelope(
         position=position,
         kind=kind,
         upstream=event.upstream,
-        scopes=_scopes(record.thread_id, record.run_id),
         thread_id=record.thread_id,
         run_id=record.run_id,
         correlation_id=record.dispatch_id,
@@ -143,7 +177,7 @@ def _run_key_and_correlation(event: RunEvent) -> tuple[str, str]:
     return f"{kind}/{run_id}/{event.originator_version}", getattr(event, "dispatch_id", None) or run_id
 
 
-def _render_run(event: RunEvent, position: int) -> CanonicalEvent:
+def _render_run(event: RunEvent, position: int) -> Envelope:
     kind = event.kind()
     key, correlation = _run_key_and_correlation(event)
     if isinstance(event, RunErrored):
@@ -155,11 +189,10 @@ def _render_run(event: RunEvent, position: int) -> CanonicalEvent:
         }
     else:
         payload = event.model_dump(mode="json", exclude=_ENVELOPE_FIELDS)
-    return CanonicalEvent(
+    return _envelope(
         position=position,
         kind=kind,
         upstream=event.upstream,
-        scopes=_scopes(event.thread_id, event.run_id),
         thread_id=event.thread_id,
         run_id=event.run_id,
         correlation_id=correlation,
@@ -169,14 +202,13 @@ def _render_run(event: RunEvent, position: int) -> CanonicalEvent:
     )
 
 
-def _render_message(event: ThreadMessage.MessageCommitted, position: int) -> CanonicalEvent:
+def _render_message(event: ThreadMessage.MessageCommitted, position: int) -> Envelope:
     message = event.message
     payload = message.model_dump(mode="json", exclude={"visibility"})
-    return CanonicalEvent(
+    return _envelope(
         position=position,
         kind=event.kind(),
         upstream=True,
-        scopes=_scopes(message.thread_id, message.run_id),
         thread_id=message.thread_id,
         run_id=message.run_id,
         correlation_id=message.run_id,
@@ -186,9 +218,9 @@ def _render_message(event: ThreadMessage.MessageCommitted, position: int) -> Can
     )
 
 
-def render(event: DomainEvent, position: int) -> CanonicalEvent | None:
-    """The canonical envelope of one domain event at a log position, or None for the
-    thread mailbox's and thread log's bookkeeping events."""
+def render_json(event: DomainEvent, position: int) -> Envelope | None:
+    """The canonical envelope of one domain event at a log position as JSON values, or None for
+    the thread mailbox's and thread log's bookkeeping events (what the feed view stores)."""
     if isinstance(event, Dispatch.Event):
         return _render_dispatch(event, position)
     if isinstance(event, RunEvent):
@@ -196,3 +228,10 @@ def render(event: DomainEvent, position: int) -> CanonicalEvent | None:
     if isinstance(event, ThreadMessage.MessageCommitted):
         return _render_message(event, position)
     return None
+
+
+def render(event: DomainEvent, position: int) -> CanonicalEvent | None:
+    """The canonical envelope of one domain event at a log position, or None for the
+    thread mailbox's and thread log's bookkeeping events."""
+    envelope = render_json(event, position)
+    return None if envelope is None else CanonicalEvent.model_construct(**envelope)

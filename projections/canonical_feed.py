@@ -7,7 +7,7 @@ event overwrites its row with the same values.
 from __future__ import annotations
 
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.projections.canonical import CanonicalEvent, render
+from run_mailbox.projections.canonical import CanonicalEvent, render_json
 from run_mailbox.projections.schema import Column, Table
 from run_mailbox.projections.view import ViewStore, ViewTx
 
@@ -35,20 +35,20 @@ class CanonicalFeedView:
     tables: tuple[Table, ...] = (_TABLE,)
 
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
-        envelope = render(event, position)
+        envelope = render_json(event, position)
         if envelope is None:
             return
         tx.upsert(
             TABLE,
             {
                 "position": position,
-                "kind": envelope.kind,
-                "upstream": envelope.upstream,
-                "thread_id": envelope.thread_id,
-                "run_id": envelope.run_id,
-                "idempotency_key": envelope.idempotency_key,
-                "created_at": envelope.created_at,
-                "envelope": envelope.model_dump(mode="json"),
+                "kind": envelope["kind"],
+                "upstream": envelope["upstream"],
+                "thread_id": envelope["thread_id"],
+                "run_id": envelope["run_id"],
+                "idempotency_key": envelope["idempotency_key"],
+                "created_at": envelope["created_at"],
+                "envelope": envelope,
             },
         )
 
