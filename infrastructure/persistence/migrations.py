@@ -101,43 +101,44 @@ def _sqlite_v3(n: Names) -> list[str]:
 def _pg_v4(n: Any) -> list[str]:
     """A whole write in one statement (one round trip, its own transaction): take the events table's
     lock (waiting at most ``lock_ms``), announce the insert, check the versions of the aggregates the
-    command only read, write the side rows, insert the events and return their notification ids."""
+    command only read, write the side rows, insert the events and return their notification ids.
+    The side rows come as one JSON document (``side``), which the server unpacks faster than the
+    driver dumps a score of typed arrays."""
     events, idx, heads = n.table("events"), n.table("dispatch_index"), n.table("ready_heads")
     return [
         f"""CREATE OR REPLACE FUNCTION {n.table("write")}(
-            lock_ms integer, events {n.table(n.stored_event_type_name, prefixed=False)}[],
-            read_ids uuid[], read_versions integer[], idem text[],
-            ix_dispatch text[], ix_thread text[], ix_run text[], ix_status text[], ix_priority integer[],
-            ix_created bigint[], ix_available bigint[], ix_lease bigint[], ix_updated bigint[],
-            heads_gone text[], h_thread text[], h_dispatch text[], h_priority integer[], h_created bigint[],
-            h_available bigint[], h_next bigint[])
+            lock_ms integer, events {n.table(n.stored_event_type_name, prefixed=False)}[], side jsonb)
         RETURNS SETOF bigint LANGUAGE plpgsql AS $$
         BEGIN
             PERFORM set_config('lock_timeout', lock_ms || 'ms', true);
             LOCK TABLE {events} IN EXCLUSIVE MODE;
             NOTIFY {n.channel};
-            IF cardinality(read_ids) > 0 THEN
-                PERFORM {n.table("assert_read_versions")}(read_ids, read_versions);
+            IF jsonb_array_length(side->'read') > 0 THEN
+                PERFORM {n.table("assert_read_versions")}(
+                    ARRAY(SELECT (r->>0)::uuid FROM jsonb_array_elements(side->'read') AS r),
+                    ARRAY(SELECT (r->>1)::integer FROM jsonb_array_elements(side->'read') AS r));
             END IF;
-            IF idem IS NOT NULL THEN
+            IF side->'idem' IS NOT NULL AND jsonb_typeof(side->'idem') = 'object' THEN
                 INSERT INTO {n.table("idempotency")} (key, command, digest, result)
-                VALUES (idem[1], idem[2], idem[3], idem[4]);
+                SELECT * FROM jsonb_to_record(side->'idem') AS x(key text, command text, digest text, result text);
             END IF;
-            IF cardinality(ix_dispatch) > 0 THEN
+            IF jsonb_array_length(side->'index') > 0 THEN
                 INSERT INTO {idx} (dispatch_id, thread_id, run_id, status, priority, created_at, available_at,
                     lease_until, updated_at)
-                SELECT * FROM unnest(ix_dispatch, ix_thread, ix_run, ix_status, ix_priority, ix_created,
-                    ix_available, ix_lease, ix_updated)
+                SELECT * FROM jsonb_to_recordset(side->'index') AS x(dispatch_id text, thread_id text, run_id text,
+                    status text, priority integer, created_at bigint, available_at bigint, lease_until bigint,
+                    updated_at bigint)
                 ON CONFLICT (dispatch_id) DO UPDATE SET status = EXCLUDED.status, priority = EXCLUDED.priority,
                     available_at = EXCLUDED.available_at, lease_until = EXCLUDED.lease_until,
                     updated_at = EXCLUDED.updated_at;
             END IF;
-            IF cardinality(heads_gone) > 0 THEN
-                DELETE FROM {heads} WHERE thread_id = ANY(heads_gone);
+            IF jsonb_array_length(side->'gone') > 0 THEN
+                DELETE FROM {heads} WHERE thread_id IN (SELECT jsonb_array_elements_text(side->'gone'));
             END IF;
-            IF cardinality(h_thread) > 0 THEN
+            IF jsonb_array_length(side->'heads') > 0 THEN
                 INSERT INTO {heads} (thread_id, dispatch_id, priority, created_at, available_at, next_available_at)
-                SELECT * FROM unnest(h_thread, h_dispatch, h_priority, h_created, h_available, h_next)
+                SELECT * FROM jsonb_to_recordset(side->'heads') AS x(thread_id text, dispatch_id text,
+                    priority integer, created_at bigint, available_at bigint, next_available_at bigint)
                 ON CONFLICT (thread_id) DO UPDATE SET dispatch_id = EXCLUDED.dispatch_id,
                     priority = EXCLUDED.priority, created_at = EXCLUDED.created_at,
                     available_at = EXCLUDED.available_at, next_available_at = EXCLUDED.next_available_at;

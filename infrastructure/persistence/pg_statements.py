@@ -23,12 +23,9 @@ class Statements:
             "SELECT originator_id, originator_version, topic, state FROM unnest(%b::{}[]) "
             "RETURNING notification_id"
         ).format(events, q(recorder.stored_event_type_name))
-        self.write = SQL(
-            "SELECT notification_id FROM {}(%s::integer, %b::{}[], %s::uuid[], %s::integer[], %s::text[], "
-            "%s::text[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::bigint[], %s::bigint[], "
-            "%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::bigint[], "
-            "%s::bigint[], %s::bigint[]) AS notification_id"
-        ).format(q(f"{prefix}_write"), q(recorder.stored_event_type_name))
+        self.write = SQL("SELECT notification_id FROM {}(%s::integer, %b::{}[], %s::jsonb) AS notification_id").format(
+            q(f"{prefix}_write"), q(recorder.stored_event_type_name)
+        )
         self.assert_versions = SQL("SELECT {}(%s::uuid[], %s::integer[])").format(q(f"{prefix}_assert_read_versions"))
         self.insert_idempotency = SQL("INSERT INTO {} (key, command, digest, result) VALUES (%s, %s, %s, %s)").format(
             idem

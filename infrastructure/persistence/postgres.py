@@ -26,7 +26,9 @@ idle-in-transaction timeouts are set once per connection.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,10 +40,10 @@ from eventsourcing.postgres import PgStoredEvent, PostgresApplicationRecorder, P
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg.types.json import Jsonb
 
 from run_mailbox.infrastructure.persistence import migrations, pg_reindex, pg_schema
 from run_mailbox.infrastructure.persistence.pg_errors import StorePolicy
-from run_mailbox.infrastructure.persistence.pg_reindex import columns
 from run_mailbox.infrastructure.persistence.pg_statements import Statements
 from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow
 from run_mailbox.infrastructure.persistence.rows import (
@@ -52,6 +54,11 @@ from run_mailbox.infrastructure.persistence.rows import (
 )
 
 T = TypeVar("T")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
 
 # The library's reads without their retry decorator: this recorder applies the policy itself.
 _select_events = inspect.unwrap(PostgresApplicationRecorder.select_events)
@@ -155,19 +162,15 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
     def _write_params(self, rows: list[PgStoredEvent], **kwargs: Any) -> list[Any]:
         read_versions: dict[UUID, int] = kwargs.get("read_versions") or {}
         key: IdempotencyRow | None = kwargs.get("idempotency")
-        index = sorted_index_rows(kwargs.get("index_rows"))
         heads: Mapping[str, ReadyHeadRow | None] = kwargs.get("head_rows") or {}
-        kept = [head for _, head in sorted(heads.items()) if head is not None]
-        return [
-            self.timeouts.lock_ms,
-            rows,
-            list(read_versions),
-            list(read_versions.values()),
-            None if key is None else [key.key, key.command, key.digest, key.result],
-            *columns((r.as_tuple() for r in index), 9),
-            sorted(t for t, head in heads.items() if head is None),
-            *columns((h.as_tuple() for h in kept), 6),
-        ]
+        side = {
+            "read": [[str(i), v] for i, v in read_versions.items()],
+            "idem": None if key is None else dataclasses.asdict(key),
+            "index": [dataclasses.asdict(r) for r in sorted_index_rows(kwargs.get("index_rows"))],
+            "gone": sorted(t for t, head in heads.items() if head is None),
+            "heads": [dataclasses.asdict(head) for _, head in sorted(heads.items()) if head is not None],
+        }
+        return [self.timeouts.lock_ms, rows, Jsonb(side, dumps=_dumps)]
 
     def _configure_session(self, conn: Any) -> None:
         """The statement and idle-in-transaction timeouts, set once on each pooled connection."""
