@@ -22,7 +22,9 @@ from eventsourcing.persistence import IntegrityError
 from pydantic import TypeAdapter
 
 from run_mailbox.domain.commands import Command
-from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
+from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument, MailboxError
+from run_mailbox.domain.limits import DEFAULT, Limits
+from run_mailbox.domain.values import MAX_MILLIS
 from run_mailbox.infrastructure.handlers import handler_for
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
 from run_mailbox.infrastructure.unit_of_work import GeneratedIds, UnitOfWork
@@ -57,7 +59,9 @@ class CommandRunner:
         clock: Clock,
         new_id: Callable[[], str],
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
+        limits: Limits = DEFAULT,
     ) -> None:
+        self.limits = limits
         self._repository = repository
         self._unsnapshotted = unsnapshotted
         self._tables = tables
@@ -72,9 +76,15 @@ class CommandRunner:
     def run(self, command: Command[R]) -> R:
         handler = handler_for(type(command))
         adapter = result_adapter(type(command))
+        self.limits.check(command.measures)
+        now = command.now
+        if now is None:
+            now = self.clock()
+            if not 0 <= now <= MAX_MILLIS:
+                raise InvalidArgument("now", now, f"the service's clock must read between 0 and {MAX_MILLIS}")
+            command.check_at(now)
         key = command.idempotency_key
         digest = command.digest() if key is not None else ""
-        now = self.clock() if command.now is None else command.now
         ids = GeneratedIds(self._new_id)
         for attempt in range(self.max_conflict_retries):
             if key is not None and (found := self._tables.find_idempotency(key)) is not None:

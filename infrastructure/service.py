@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 
 from run_mailbox.domain import commands as c
 from run_mailbox.domain.ids import new_id
+from run_mailbox.domain.limits import Limits
 from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.model import Snapshot
 from run_mailbox.domain.results import RepairReport
@@ -31,7 +32,7 @@ from run_mailbox.infrastructure.persistence.memory import MemoryMailboxRecorder
 from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.infrastructure.queries import MailboxQueries
 from run_mailbox.infrastructure.repair import rebuild_dispatch_index, repair_checkpoints
-from run_mailbox.infrastructure.settings import resolve_env
+from run_mailbox.infrastructure.settings import limits_from_env, resolve_env
 
 R = TypeVar("R")
 
@@ -42,8 +43,10 @@ def wall_clock_ms() -> int:
 
 class MailboxService(Application[UUID]):
     """The run mailbox. ``env`` chooses the persistence (see ``run_mailbox.infrastructure.settings``;
-    in memory by default), ``clock`` returns the time in milliseconds (for tests and replays), and
-    ``id_factory`` makes the ids the mailbox generates (UUIDv7 strings by default)."""
+    in memory by default), ``clock`` returns the time in milliseconds (for tests and replays),
+    ``id_factory`` makes the ids the mailbox generates (UUIDv7 strings by default), and ``limits``
+    bounds what a command may carry (default: the ``MAILBOX_MAX_*`` variables of ``env`` and the
+    environment, else :class:`Limits`' defaults; see docs/reliability.md)."""
 
     name = "MailboxService"
     env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(PydanticMapper)}
@@ -57,8 +60,11 @@ class MailboxService(Application[UUID]):
         *,
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
         id_factory: Callable[[], str] = new_id,
+        limits: Limits | None = None,
     ) -> None:
-        super().__init__(resolve_env(env))
+        resolved = resolve_env(env)
+        self.limits = limits if limits is not None else limits_from_env(resolved)
+        super().__init__(resolved)
         self.clock: Clock = clock or wall_clock_ms
         self.unsnapshotted = Repository(event_store=self.events)
         self.runner = CommandRunner(
@@ -69,6 +75,7 @@ class MailboxService(Application[UUID]):
             clock=self.clock,
             new_id=id_factory,
             max_conflict_retries=max_conflict_retries,
+            limits=self.limits,
         )
         self.queries = MailboxQueries(
             repository=self.repository,

@@ -13,15 +13,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import KW_ONLY, fields
-from typing import Annotated, Any, ClassVar, Generic, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, cast, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import ArgsKwargs
 from typing_extensions import dataclass_transform
 
 from run_mailbox.domain import policies
 from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.json_values import raw_extent
+from run_mailbox.domain.limits import CEILING, MAX_JSON_DEPTH_CEILING, Measure, measure_chars
 from run_mailbox.domain.values import MAX_ID_LENGTH, MAX_MILLIS, MAX_TEXT_LENGTH, text_problem
 
 R = TypeVar("R")
@@ -52,6 +56,24 @@ def _text(value: str) -> str:
     if problem is not None:
         raise ValueError(problem)
     return value
+
+
+def check_free_text(field: str, value: str | None) -> None:
+    """Optional free text (a decision's reason): may be blank; NUL, lone surrogates and more than
+    16,384 characters are refused."""
+    if value is None:
+        return
+    problem = text_problem(value or "-", max_length=MAX_TEXT_LENGTH)
+    if problem is not None and (value.strip() or "blank" not in problem):
+        raise InvalidArgument(field, value, problem)
+
+
+def check_later(field: str, value: int, now: int, delta: int) -> None:
+    """Refuses a command whose derived time ``now + delta`` would pass the latest time."""
+    if now + delta > MAX_MILLIS:
+        raise InvalidArgument(
+            field, value, f"now ({now}) + {delta} ms passes the latest time, {MAX_MILLIS} (9999-12-31T23:59:59.999Z)"
+        )
 
 
 Id = Annotated[str, Strict(), AfterValidator(_identifier)]
@@ -90,8 +112,23 @@ def _refusal(cls: type[Any], exc: ValidationError, kwargs: dict[str, Any]) -> In
         return InvalidArgument(field, None, "is required")
     if error["type"] == "unexpected_keyword_argument":
         return InvalidArgument(field, kwargs.get(field), "is not an argument of this command")
+    if error["type"] == "recursion_loop":
+        return InvalidArgument(_json_root(field), "<too deeply nested>", "is nested too deep")
     reason = str(error["msg"]).removeprefix("Value error, ")
     return InvalidArgument(field, error.get("input"), reason)
+
+
+def _json_root(path: str) -> str:
+    """The field a JSON value's error path starts at (``tickets[0].arguments``, not the tags after it)."""
+    cut = min((i for i in (path.find(".list"), path.find(".dict")) if i >= 0), default=len(path))
+    return path[:cut]
+
+
+# Bounds of the first look at an argument, before validation (the real limits are checked after):
+# under pydantic's own recursion guard, above every limit a host may set.
+_RAW_DEPTH = 200
+_RAW_SIZE = 2 * CEILING.max_command_bytes
+_RAW_WHY = f" (no limit allows it: max_json_depth is at most {MAX_JSON_DEPTH_CEILING})"
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(Field,))
@@ -99,19 +136,48 @@ def command_model(cls: C) -> C:
     """Makes ``cls`` a frozen pydantic dataclass whose constructor refuses bad arguments with
     :class:`InvalidArgument` (never a pydantic ``ValidationError``)."""
     model: Any = pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
-    validate = model.__init__
+    positional = [f.name for f in fields(model) if f.init and not f.kw_only]
 
-    @functools.wraps(validate)
+    @functools.wraps(model.__init__)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            validate(self, *args, **kwargs)
+        named = [*zip(positional, args, strict=False), *kwargs.items()]
+        for name, value in named:  # a coarse first look: validation never meets an unbounded value
+            raw_extent(name, value, max_depth=_RAW_DEPTH, max_size=_RAW_SIZE, why=_RAW_WHY)
+        try:  # strict all the way down: "5", True or 5.0 is not an int, bytes not a str
+            type(self).__pydantic_validator__.validate_python(ArgsKwargs(args, kwargs), self_instance=self, strict=True)
         except ValidationError as exc:
             raise _refusal(type(self), exc, kwargs) from None
         except RecursionError:
-            raise InvalidArgument("arguments", "<too deeply nested>", "nesting is too deep") from None
+            raise InvalidArgument("arguments", "<too deeply nested>", "is nested too deep") from None
+        measures = tuple(self.measure())
+        CEILING.check(measures)
+        object.__setattr__(self, "_measures", measures)
+        if self.now is not None:
+            self.check_at(self.now)
 
     model.__init__ = __init__
     return cast(C, model)
+
+
+_BOUNDED_STRINGS: dict[type[Any], list[tuple[str, str]]] = {}
+
+
+def _bounded_strings(cls: type[Any]) -> list[tuple[str, str]]:
+    """The command's identifier and free-text fields, with the limit bounding each."""
+    if cls in _BOUNDED_STRINGS:
+        return _BOUNDED_STRINGS[cls]
+    found = []
+    for name, info in cls.__pydantic_fields__.items():
+        metadata = list(info.metadata)
+        for arg in get_args(info.annotation):
+            metadata.extend(getattr(arg, "__metadata__", ()))
+        funcs = {getattr(m, "func", None) for m in metadata if isinstance(m, AfterValidator)}
+        if _identifier in funcs:
+            found.append((name, "max_id_chars"))
+        elif _text in funcs:
+            found.append((name, "max_text_chars"))
+    _BOUNDED_STRINGS[cls] = found
+    return found
 
 
 _NOT_DIGESTED = frozenset({"now", "idempotency_key"})
@@ -133,6 +199,22 @@ class Command(Generic[R]):
     _: KW_ONLY
     now: Millis | None = None
     idempotency_key: Id | None = None
+
+    @property
+    def measures(self) -> tuple[Measure, ...]:
+        """The command's bounded quantities, measured when it was built (see ``Limits.check``)."""
+        return cast(tuple[Measure, ...], self.__dict__["_measures"])
+
+    def measure(self) -> Iterator[Measure]:
+        """Measures the bounded arguments (refusing what no limit could allow); commands with JSON
+        fields, messages or tickets add theirs."""
+        for name, limit in _bounded_strings(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                yield measure_chars(name, value, limit)
+
+    def check_at(self, now: int) -> None:
+        """Refuses the command at ``now`` when a time it derives would pass the latest time."""
 
     def params(self) -> dict[str, Any]:
         """The digested arguments as JSON values, by name."""

@@ -7,7 +7,7 @@ from dataclasses import KW_ONLY
 from typing import Any, ClassVar
 
 from run_mailbox.domain import policies
-from run_mailbox.domain.commands.base import Command, Id, LeaseMs, Limit, command_model
+from run_mailbox.domain.commands.base import Command, Id, LeaseMs, Limit, check_later, command_model
 from run_mailbox.domain.dispatch import DispatchRecord
 
 
@@ -24,6 +24,9 @@ class Claim(Command[DispatchRecord | None]):
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
 
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
+
 
 @command_model
 class ClaimDispatch(Command[DispatchRecord | None]):
@@ -37,6 +40,9 @@ class ClaimDispatch(Command[DispatchRecord | None]):
     _: KW_ONLY
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
 
 
 @command_model
@@ -52,6 +58,9 @@ class ClaimNext(Command[list[DispatchRecord]]):
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
     limit: Limit = 1
 
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
+
 
 @command_model
 class ExtendLease(Command[bool]):
@@ -65,6 +74,9 @@ class ExtendLease(Command[bool]):
     _: KW_ONLY
     claim_token: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
 
 
 @command_model
