@@ -7,8 +7,9 @@ writer (the store refuses an aggregate version or the key) starts a new attempt 
 up to ``max_conflict_retries`` times. A refusal that rests on a read made stale by a concurrent
 writer is retried too, so a caller never sees a refusal the current state would not give.
 
-Under an idempotency key, the key is looked up before every attempt: once a concurrent
-duplicate of the command has committed, every other copy returns its stored result.
+Under an idempotency key, the key is looked up before every attempt, and again before a refusal
+is raised: once a concurrent duplicate of the command has committed, every other copy returns its
+stored result (instead of, say, "it is acked" for a duplicate ack that read the dispatch after it).
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class CommandRunner:
             except MailboxError:
                 if attempt + 1 < self.max_conflict_retries and uow.read_is_stale():
                     continue
+                # A concurrent copy of this keyed command may have committed between the key's
+                # lookup and this attempt's reads (the refusal is then its effect): replay it.
+                if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                    return _replay(found, command, digest, adapter)
                 raise
             if self._commit(uow, command, digest, adapter, result):
                 if uow.error_after_save is not None:
