@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from run_mailbox.domain.errors import InvalidArgument
-from run_mailbox.domain.json_values import JsonExtent, json_extent
+from run_mailbox.domain.json_values import json_extent
+from run_mailbox.domain.json_walk import JsonExtent
 from run_mailbox.domain.values import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
 KiB = 1024
@@ -32,17 +33,17 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    max_message_bytes: int = Field(1 * MiB, ge=1, le=64 * MiB, description="bytes of one message's JSON")
+    max_message_bytes: int = Field(1 * MiB, ge=1, le=16 * MiB, description="bytes of one message's JSON")
     max_command_bytes: int = Field(
         4 * MiB,
         ge=1,
-        le=64 * MiB,
+        le=16 * MiB,
         description="bytes of JSON in one command: a commit's messages, a suspension's tickets",
     )
     max_json_bytes: int = Field(
         64 * KiB,
         ge=1,
-        le=64 * MiB,
+        le=16 * MiB,
         description="bytes of one free JSON field: ticket arguments, a decision's result, a termination's value",
     )
     max_json_depth: int = Field(
@@ -53,7 +54,9 @@ class Limits(BaseModel):
     max_text_chars: int = Field(
         MAX_TEXT_LENGTH, ge=1, le=MAX_TEXT_LENGTH, description="characters of free text: an error, a reason"
     )
-    max_id_chars: int = Field(MAX_ID_LENGTH, ge=1, le=MAX_ID_LENGTH, description="characters of an identifier")
+    max_id_chars: int = Field(
+        MAX_ID_LENGTH, ge=36, le=MAX_ID_LENGTH, description="characters of an identifier (the ids it makes have 36)"
+    )
 
     @classmethod
     def ceiling(cls) -> Limits:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import KW_ONLY, fields
 from typing import Annotated, Any, ClassVar, Generic, TypeVar, cast, get_args
 
-from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import ArgsKwargs
 from typing_extensions import dataclass_transform
@@ -89,45 +89,67 @@ LeaseMs = Annotated[int, Strict(), Field(ge=policies.MIN_LEASE_MS, le=policies.M
 Limit = Annotated[int, Strict(), Field(ge=1, le=policies.MAX_BATCH_LIMIT)]
 
 
-def _field_path(cls: type[Any], loc: tuple[int | str, ...]) -> str:
-    """``messages[0].role`` from pydantic's location (a leading int is a positional argument's index)."""
+_MISSING = object()
+
+
+def _field_path(cls: type[Any], loc: tuple[int | str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``messages[0].content[1].input.cmd`` from pydantic's location: a leading int is a positional
+    argument's index, and the union tags pydantic adds (``tool_use``, ``dict``, ``list``) are dropped
+    by following the location through the arguments themselves."""
     parts = list(loc)
-    if parts and isinstance(parts[0], int):
+    if not parts:
+        return "arguments"
+    current: Any = _MISSING
+    if isinstance(parts[0], int):
         positional = [f.name for f in fields(cls) if f.init and not f.kw_only]
-        parts[0] = positional[parts[0]] if parts[0] < len(positional) else f"argument {parts[0] + 1}"
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "arguments"
+        index = parts[0]
+        parts[0] = positional[index] if index < len(positional) else f"argument {index + 1}"
+        current = args[index] if index < len(args) else _MISSING
+    else:
+        current = kwargs.get(parts[0], _MISSING)
+    path = str(parts[0])
+    for part in parts[1:]:
+        child = _child(current, part)
+        if child is _MISSING and current is not _MISSING:
+            continue  # a tag of a union, not a key or an index of the value
+        current = child
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
 
 
-def _refusal(cls: type[Any], exc: ValidationError, kwargs: dict[str, Any]) -> InvalidArgument:
+def _child(value: Any, part: int | str) -> Any:
+    if isinstance(value, list | tuple) and isinstance(part, int) and -len(value) <= part < len(value):
+        return value[part]
+    if isinstance(value, dict):
+        return value.get(part, _MISSING)
+    if isinstance(value, BaseModel) and isinstance(part, str):
+        return value.__dict__.get(part, _MISSING)
+    return _MISSING
+
+
+def _refusal(cls: type[Any], exc: ValidationError, args: tuple[Any, ...], kwargs: dict[str, Any]) -> InvalidArgument:
     """The first problem pydantic found, as an InvalidArgument naming the field and its value."""
     error = exc.errors(include_url=False)[0]
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, InvalidArgument):  # a validator named the precise field itself
         return cause
-    field = _field_path(cls, error["loc"])
+    field = _field_path(cls, error["loc"], args, kwargs)
     if error["type"] == "missing" or error["type"] == "missing_argument":
         return InvalidArgument(field, None, "is required")
     if error["type"] == "unexpected_keyword_argument":
         return InvalidArgument(field, kwargs.get(field), "is not an argument of this command")
     if error["type"] == "recursion_loop":
-        return InvalidArgument(_json_root(field), "<too deeply nested>", "is nested too deep")
+        return InvalidArgument(field, "<too deeply nested>", "is nested too deep")
     reason = str(error["msg"]).removeprefix("Value error, ")
     return InvalidArgument(field, error.get("input"), reason)
-
-
-def _json_root(path: str) -> str:
-    """The field a JSON value's error path starts at (``tickets[0].arguments``, not the tags after it)."""
-    cut = min((i for i in (path.find(".list"), path.find(".dict")) if i >= 0), default=len(path))
-    return path[:cut]
 
 
 # Bounds of the first look at an argument, before validation (the real limits are checked after):
 # under pydantic's own recursion guard, above every limit a host may set.
 _RAW_DEPTH = 200
 _RAW_SIZE = 2 * CEILING.max_command_bytes
+_RAW_ITEMS = 500_000
+_RAW_SHARED = 100_000  # a list or object used twice counts twice (as JSON): bounded, or 2**60 items pass
 _RAW_WHY = f" (no limit allows it: max_json_depth is at most {MAX_JSON_DEPTH_CEILING})"
 
 
@@ -142,11 +164,19 @@ def command_model(cls: C) -> C:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         named = [*zip(positional, args, strict=False), *kwargs.items()]
         for name, value in named:  # a coarse first look: validation never meets an unbounded value
-            raw_extent(name, value, max_depth=_RAW_DEPTH, max_size=_RAW_SIZE, why=_RAW_WHY)
+            raw_extent(
+                name,
+                value,
+                max_depth=_RAW_DEPTH,
+                max_size=_RAW_SIZE,
+                max_items=_RAW_ITEMS,
+                max_shared=_RAW_SHARED,
+                why=_RAW_WHY,
+            )
         try:  # strict all the way down: "5", True or 5.0 is not an int, bytes not a str
             type(self).__pydantic_validator__.validate_python(ArgsKwargs(args, kwargs), self_instance=self, strict=True)
         except ValidationError as exc:
-            raise _refusal(type(self), exc, kwargs) from None
+            raise _refusal(type(self), exc, args, kwargs) from None
         except RecursionError:
             raise InvalidArgument("arguments", "<too deeply nested>", "is nested too deep") from None
         measures = tuple(self.measure())

@@ -50,6 +50,7 @@ from run_mailbox.domain.errors import (
     RunNotFound,
     SeqConflict,
 )
+from run_mailbox.domain.limits import Limits
 from run_mailbox.domain.mailbox import MailboxRecord, OpenDispatch
 from run_mailbox.domain.messages import (
     AudioBlock,
@@ -140,6 +141,7 @@ __all__ = [
     "InterruptResult",
     "InvalidArgument",
     "InvalidTransition",
+    "Limits",
     "MailboxError",
     "MailboxRecord",
     "MailboxService",
