@@ -54,6 +54,7 @@ def ids(*refs: str, fresh: list[str] = ()) -> st.SearchStrategy[Any]:  # type: i
 EDGE_TIMES = [0, 1, MAX_MILLIS - 30_000, MAX_MILLIS - 1, MAX_MILLIS]
 BAD_TIMES = [MAX_MILLIS + 1, -1, 2**63, True, 1.5, "5"]
 NOW = mostly(st.one_of(st.none(), st.none(), st.sampled_from([10_000, *EDGE_TIMES])), BAD_TIMES)
+TIME = mostly([10_000, 20_000, *EDGE_TIMES], BAD_TIMES)
 OPTIONAL_TIME = mostly(st.one_of(st.none(), st.sampled_from([10_000, 20_000, *EDGE_TIMES])), BAD_TIMES)
 LEASES = mostly([1, 50, 30_000, 86_400_000], [0, -1, 86_400_001, 2**62, True, "50", 30_000.0])
 PRIORITIES = mostly([0, 128, 255], [-1, 256, True, "5", 5.0])
@@ -159,10 +160,10 @@ def _many_messages(count: int, size: int) -> list[dict[str, Any]]:
 MESSAGES = mostly(
     st.lists(MESSAGE, min_size=1, max_size=3),
     st.one_of(
-        st.sampled_from([(1_000, 1), (1_001, 1), (4, MiB - 200), (5, MiB - 200), (1, MiB - 200)]).map(
+        st.sampled_from(["str", {"message_id": "m1"}, None, 5, []]),
+        st.sampled_from([(1_001, 1), (1_000, 1), (1, MiB - 200), (4, MiB - 200), (5, MiB - 200)]).map(
             lambda p: _many_messages(*p)
         ),
-        st.sampled_from(["str", {"message_id": "m1"}, None, 5, []]),
     ),
     odds=4,
 )
@@ -178,18 +179,18 @@ def _many_tickets(count: int) -> list[dict[str, Any]]:
 
 
 TICKETS = mostly(
-    st.lists(TICKET, min_size=1, max_size=3),
+    st.lists(TICKET, min_size=1, max_size=3, unique_by=lambda ticket: str(ticket["tool_call_id"])),
     st.one_of(
+        st.sampled_from(["str", {"tool_call_id": "c1"}, None, []]),
         st.sampled_from([100, 101]).map(_many_tickets),
         st.sampled_from([(70, 60 * KiB)]).map(lambda p: [{**t, "arguments": "x" * p[1]} for t in _many_tickets(p[0])]),
-        st.sampled_from(["str", {"tool_call_id": "c1"}, None, []]),
     ),
     odds=4,
 )
 RESUME = mostly(
     st.fixed_dictionaries(
         {"decision_id": mostly(["x1", "x2"], BAD_IDS), "action": mostly(["resume", "cancel"], ["x"])},
-        optional={"result": JSON_VALUES, "reason": st.one_of(STRINGS, st.none()), "updated_at": OPTIONAL_TIME},
+        optional={"result": JSON_VALUES, "reason": st.one_of(STRINGS, st.none()), "updated_at": TIME},
     ),
     ["resume", None, 5],
 )
