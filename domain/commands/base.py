@@ -233,7 +233,12 @@ class Command(Generic[R]):
     @property
     def measures(self) -> tuple[Measure, ...]:
         """The command's bounded quantities, measured when it was built (see ``Limits.check``)."""
-        return cast(tuple[Measure, ...], self.__dict__["_measures"])
+        measured = self.__dict__.get("_measures")
+        if measured is None:  # built without __init__ (a copy, a validator): measure now
+            measured = tuple(self.measure())
+            CEILING.check(measured)
+            object.__setattr__(self, "_measures", measured)
+        return cast(tuple[Measure, ...], measured)
 
     def measure(self) -> Iterator[Measure]:
         """Measures the bounded arguments (refusing what no limit could allow); commands with JSON

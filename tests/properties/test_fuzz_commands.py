@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from run_mailbox import DispatchSuperseded, InvalidArgument, MailboxError, ResumeFailed, ViewHost
@@ -267,16 +267,38 @@ def postgres(postgres_url: str) -> Iterator[tuple[MailboxService, ViewHost]]:
 
 
 PROGRAMS = st.lists(calls(), min_size=1, max_size=3)
+R = h.Ref
+FENCED = [("interrupt", {"thread_id": R("tc")}), ("ack", {"dispatch_id": R("dc"), "claim_token": R("token")})]
+RESUME_REFUSED = [  # the resume dispatch's id is taken: MailboxResumeFailed is written, ResumeFailed raised
+    ("submit", {"thread_id": R("tn"), "run_id": R("rn"), "dispatch_id": R("dn")}),
+    ("decide", {"run_id": R("rw"), "tool_call_id": "c1", "resume": {"decision_id": "x1", "action": "resume"}}),
+    (
+        "decide",
+        {
+            "run_id": R("rw"),
+            "tool_call_id": "c2",
+            "resume_dispatch_id": R("dn"),
+            "resume": {"decision_id": "x2", "action": "cancel"},
+        },
+    ),
+]
 
 
+def with_deep_paths(test: Any) -> Any:
+    """The two refusals that write by design, reached in every run (random programs rarely do)."""
+    return example(calls=FENCED)(example(calls=RESUME_REFUSED)(test))
+
+
+@with_deep_paths
 @given(calls=PROGRAMS)
-@share(0.3)
+@share(0.25)
 def test_every_command_accepted_in_memory_reads_back_and_every_refusal_writes_nothing(memory, calls) -> None:
     """In memory: accepted means readable (events decode, aggregates fold, the export renders,
     the views apply them, a keyed retry replays); a MailboxError leaves the log unchanged."""
     check_call(*memory, calls, verify=25)
 
 
+@with_deep_paths
 @given(calls=PROGRAMS)
 @share(0.08)
 def test_every_command_accepted_on_sqlite_reads_back_and_every_refusal_writes_nothing(sqlite, calls) -> None:
@@ -285,8 +307,9 @@ def test_every_command_accepted_on_sqlite_reads_back_and_every_refusal_writes_no
 
 
 @pytest.mark.postgres
+@with_deep_paths
 @given(calls=PROGRAMS)
-@share(0.04, minimum=10)
+@share(0.03, minimum=10)
 def test_every_command_accepted_on_postgres_reads_back_and_the_views_rebuild_identical(postgres, calls) -> None:
     """The same property on Postgres, where every fifth example (and the last) also rebuilds the
     views from position 0, identical to the live ones, with every aggregate invariant holding."""
