@@ -15,7 +15,7 @@ from run_mailbox.domain.ids import dispatch_aggregate_id
 from run_mailbox.domain.model import Created, MailboxAggregate
 from run_mailbox.domain.policies import backoff_delay_ms
 from run_mailbox.domain.reasons import LEASE_EXHAUSTED
-from run_mailbox.domain.values import DispatchStatus, RunStatus
+from run_mailbox.domain.values import DispatchStatus, RunStatus, check_millis
 
 QUEUED = DispatchStatus.QUEUED
 CLAIMED = DispatchStatus.CLAIMED
@@ -139,6 +139,9 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
         return self.record.status is CLAIMED and self.record.claim_token == claim_token
 
     def _next(self, event_class: type[Event], now: int, fields: dict[str, Any], **facts: Any) -> None:
+        for name, value in fields.items():  # a last guard: a time past the latest would never read back
+            if value is not None and name.endswith(("_at", "_until")):
+                check_millis(name, value)
         record = self.record.model_copy(update={**fields, "updated_at": now})
         self.trigger_event(event_class, dispatch=record, **facts)
 

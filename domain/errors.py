@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-_MAX_SHOWN = 80
+from run_mailbox.domain.preview import preview
 
 
 def show(value: Any) -> str:
-    """A short, printable rendering of an offending value for error messages."""
-    text = repr(value)
-    if len(text) > _MAX_SHOWN:
-        return f"{text[:_MAX_SHOWN]}... ({len(text)} chars)"
-    return text
+    """A short, printable rendering of an offending value for error messages (never fails, even
+    for a value megabytes long or nested too deep to ``repr``)."""
+    return preview(value)
 
 
 class MailboxError(Exception):

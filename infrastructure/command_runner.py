@@ -7,8 +7,9 @@ writer (the store refuses an aggregate version or the key) starts a new attempt 
 up to ``max_conflict_retries`` times. A refusal that rests on a read made stale by a concurrent
 writer is retried too, so a caller never sees a refusal the current state would not give.
 
-Under an idempotency key, the key is looked up before every attempt: once a concurrent
-duplicate of the command has committed, every other copy returns its stored result.
+Under an idempotency key, the key is looked up before every attempt, and again before a refusal
+is raised: once a concurrent duplicate of the command has committed, every other copy returns its
+stored result (instead of, say, "it is acked" for a duplicate ack that read the dispatch after it).
 
 With an ``AggregateCache``, an attempt takes aggregates from it instead of the store; the commit
 checks the cached ones it only read (``read_versions``), and a failed attempt drops everything it
@@ -26,7 +27,9 @@ from eventsourcing.persistence import IntegrityError
 from pydantic import TypeAdapter
 
 from run_mailbox.domain.commands import Command
-from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
+from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, InvalidArgument, MailboxError
+from run_mailbox.domain.limits import DEFAULT, Limits
+from run_mailbox.domain.values import MAX_MILLIS
 from run_mailbox.infrastructure.aggregate_cache import AggregateCache
 from run_mailbox.infrastructure.handlers import handler_for
 from run_mailbox.infrastructure.observe import DEFAULT_OBSERVER, CommandObserver, Observation
@@ -67,7 +70,9 @@ class CommandRunner:
         cache: AggregateCache | None = None,
         observer: CommandObserver = DEFAULT_OBSERVER,
         mapper: Any = None,
+        limits: Limits = DEFAULT,
     ) -> None:
+        self.limits = limits
         self._repository = repository
         self._unsnapshotted = unsnapshotted
         self._tables = tables
@@ -93,9 +98,15 @@ class CommandRunner:
     def _run(self, command: Command[R], seen: Observation) -> R:
         handler = handler_for(type(command))
         adapter = result_adapter(type(command))
+        self.limits.check(command.measures)
+        now = command.now
+        if now is None:
+            now = self.clock()
+            if not 0 <= now <= MAX_MILLIS:
+                raise InvalidArgument("now", now, f"the service's clock must read between 0 and {MAX_MILLIS}")
+            command.check_at(now)
         key = command.idempotency_key
         digest = command.digest() if key is not None else ""
-        now = self.clock() if command.now is None else command.now
         ids = GeneratedIds(self._new_id)
         for attempt in range(self.max_conflict_retries):
             seen.attempts = attempt + 1
@@ -118,6 +129,11 @@ class CommandRunner:
                 if attempt + 1 < self.max_conflict_retries and uow.read_is_stale():
                     self._forget(uow)
                     continue
+                # A concurrent copy of this keyed command may have committed between the key's
+                # lookup and this attempt's reads (the refusal is then its effect): replay it.
+                if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                    seen.replayed = True
+                    return _replay(found, command, digest, adapter)
                 raise
             except BaseException:
                 self._forget(uow)

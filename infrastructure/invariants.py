@@ -7,7 +7,10 @@ aggregates are rebuilt from their events, so this also proves every event still 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
 
 from run_mailbox.domain.dispatch import DispatchRecord
 from run_mailbox.domain.reasons import RUN_FINISHED_FIRST
@@ -61,6 +64,13 @@ def _thread_problems(service: MailboxService, thread_id: str, dispatches: list[D
     return problems
 
 
+def _find(service: MailboxService, aggregate_id: UUID) -> Any:
+    try:
+        return service.repository.get(aggregate_id)
+    except AggregateNotFoundError:
+        return None
+
+
 def _checkpoint_problems(service: MailboxService, thread_id: str, runs: list[RunRecord]) -> list[str]:
     spans = sorted((r.first, r.last, run.run_id) for run in runs for r in run.checkpoints)
     expected = 1
@@ -70,7 +80,7 @@ def _checkpoint_problems(service: MailboxService, thread_id: str, runs: list[Run
             kind = "overlap" if first < expected else "gap"
             problems.append(f"thread {thread_id}: checkpoint {kind} at seq {first} (run {run_id}), expected {expected}")
         expected = max(expected, last + 1)
-    log = service.repository.get(thread_log_id(thread_id)) if spans else None
+    log = _find(service, thread_log_id(thread_id)) if spans else None
     count = log.record.message_count if log is not None else 0
     if spans and count != expected - 1:
         problems.append(f"thread {thread_id}: {count} messages committed but checkpoints end at {expected - 1}")
@@ -104,6 +114,7 @@ def check_invariants(service: MailboxService) -> list[str]:
     for thread_id, dispatches in sorted(by_thread.items()):
         problems += _thread_problems(service, thread_id, dispatches)
         problems += _checkpoint_problems(service, thread_id, runs_by_thread[thread_id])
-    decisions = Counter(d.resume.decision_id for run in runs.values() for d in run.decisions)
-    problems += [f"decision {d} recorded {n} times" for d, n in sorted(decisions.items()) if n > 1]
+    # A decision id is one decision of its run (decide() looks it up in the run; another run may use it).
+    decisions = Counter((run.run_id, d.resume.decision_id) for run in runs.values() for d in run.decisions)
+    problems += [f"decision {d} of run {r} recorded {n} times" for (r, d), n in sorted(decisions.items()) if n > 1]
     return problems

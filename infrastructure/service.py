@@ -21,6 +21,7 @@ from eventsourcing.utils import Environment, get_topic
 
 from run_mailbox.domain import commands as c
 from run_mailbox.domain.ids import new_id
+from run_mailbox.domain.limits import Limits
 from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.model import Snapshot
 from run_mailbox.domain.results import RepairReport
@@ -37,7 +38,7 @@ from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecor
 from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.infrastructure.queries import MailboxQueries
 from run_mailbox.infrastructure.repair import rebuild_dispatch_index, repair_checkpoints
-from run_mailbox.infrastructure.settings import POSTGRES, resolve_env, store_timeouts
+from run_mailbox.infrastructure.settings import POSTGRES, limits_from_env, resolve_env, store_timeouts
 
 R = TypeVar("R")
 
@@ -49,8 +50,10 @@ def wall_clock_ms() -> int:
 class MailboxService(Application[UUID]):
     """The run mailbox. ``env`` chooses the persistence (see ``run_mailbox.infrastructure.settings``;
     in memory by default), ``clock`` returns the time in milliseconds (for tests and replays),
-    ``id_factory`` makes the ids the mailbox generates (UUIDv7 strings by default), and
-    ``cache_size`` bounds the aggregates kept in memory between commands (0: none)."""
+    ``id_factory`` makes the ids the mailbox generates (UUIDv7 strings by default), ``cache_size``
+    bounds the aggregates kept in memory between commands (0: none), and ``limits`` bounds what a
+    command may carry (default: the ``MAILBOX_MAX_*`` variables of ``env`` and the environment,
+    else :class:`Limits`' defaults; see docs/reliability.md)."""
 
     name = "MailboxService"
     env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(PydanticMapper)}
@@ -65,8 +68,10 @@ class MailboxService(Application[UUID]):
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
         id_factory: Callable[[], str] = new_id,
         cache_size: int = DEFAULT_SIZE,
+        limits: Limits | None = None,
     ) -> None:
         resolved = resolve_env(env)
+        self.limits = limits if limits is not None else limits_from_env(resolved)
         if resolved.get("PERSISTENCE_MODULE", "").startswith(POSTGRES):
             preflight(Environment(self.name, resolved))  # fails in seconds, with the server's reason
         super().__init__(resolved)
@@ -83,6 +88,7 @@ class MailboxService(Application[UUID]):
             max_conflict_retries=max_conflict_retries,
             cache=self.cache,
             mapper=self.mapper,
+            limits=self.limits,
         )
         self.queries = MailboxQueries(
             repository=self.repository,

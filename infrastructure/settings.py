@@ -30,11 +30,27 @@ from urllib.parse import unquote, urlparse
 import psycopg
 from eventsourcing.utils import get_topic
 
+from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.limits import Limits
 from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecorder, StoreTimeouts
 from run_mailbox.infrastructure.persistence.sqlite import SQLiteMailboxRecorder
 
 POSTGRES = "eventsourcing.postgres"
 SQLITE = "eventsourcing.sqlite"
+POPO = "eventsourcing.popo"
+DEFAULT_DBNAME = "run_mailbox"
+
+# Numeric Postgres settings: (name, smallest, largest); empty means the library's default.
+_NUMBERS = (
+    ("POSTGRES_PORT", 1, 65_535),
+    ("POSTGRES_POOL_SIZE", 1, 1_000),
+    ("POSTGRES_MAX_OVERFLOW", 0, 1_000),
+    ("POSTGRES_MAX_WAITING", 0, 1_000_000),
+    ("POSTGRES_CONNECT_TIMEOUT", 0, 86_400),
+    ("POSTGRES_CONN_MAX_AGE", 0, 10**9),
+    ("POSTGRES_LOCK_TIMEOUT", 0, 86_400),
+    ("POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT", 0, 86_400),
+)
 
 
 class SettingsError(ValueError):
@@ -87,19 +103,29 @@ def store_timeouts(env: Mapping[str, str]) -> StoreTimeouts:
     )
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages)."""
+    return re.sub(r"^([^:/?#]+://[^/?#@]*?:)[^/?#]*@", r"\1***@", url)
+
+
 def env_from_database_url(url: str) -> dict[str, str]:
-    """``POSTGRES_*`` settings from a ``postgresql://`` URL."""
-    parsed = urlparse(url)
+    """``POSTGRES_*`` settings from a ``postgresql://`` URL (SettingsError, without the password, if invalid)."""
+    shown = repr(mask_url(url))
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError as exc:
+        raise SettingsError(f"invalid MAILBOX_DATABASE_URL={shown}: {str(exc).split(' as ')[0].lower()}") from None
     if parsed.scheme not in ("postgres", "postgresql"):
-        raise SettingsError(f"invalid MAILBOX_DATABASE_URL={url!r}: the scheme must be postgresql://")
+        raise SettingsError(f"invalid MAILBOX_DATABASE_URL={shown}: the scheme must be postgresql://")
     dbname = parsed.path.lstrip("/")
     if not dbname:
-        raise SettingsError(f"invalid MAILBOX_DATABASE_URL={url!r}: it names no database")
+        raise SettingsError(f"invalid MAILBOX_DATABASE_URL={shown}: it names no database")
     return {
         "PERSISTENCE_MODULE": POSTGRES,
         "POSTGRES_DBNAME": unquote(dbname),
         "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parsed.port or 5432),
+        "POSTGRES_PORT": str(port or 5432),
         "POSTGRES_USER": unquote(parsed.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parsed.password or ""),
     }
@@ -135,7 +161,10 @@ def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     if url and "PERSISTENCE_MODULE" not in explicit:
         merged.update(env_from_database_url(url))
     module = merged.get("PERSISTENCE_MODULE", "")
+    if module and not module.startswith((POSTGRES, SQLITE, POPO)):
+        raise SettingsError(f"unknown PERSISTENCE_MODULE={module!r}: use {POSTGRES}, {SQLITE} or {POPO} (in memory)")
     if module.startswith(POSTGRES):
+        _check_numbers(merged)
         flag = merged.get("POSTGRES_ENABLE_DB_FUNCTIONS", "").strip().lower()
         if flag in ("y", "yes", "t", "true", "on", "1"):
             raise SettingsError(
@@ -165,9 +194,32 @@ def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         merged.setdefault("POSTGRES_PORT", "5432")
         merged.setdefault("POSTGRES_USER", "postgres")
         merged.setdefault("POSTGRES_PASSWORD", "")
+        if not merged.get("POSTGRES_DBNAME"):
+            merged["POSTGRES_DBNAME"] = DEFAULT_DBNAME
     elif module.startswith(SQLITE):
         merged.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(SQLiteMailboxRecorder))
     return merged
+
+
+def _check_numbers(env: Mapping[str, str]) -> None:
+    for name, low, high in _NUMBERS:
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"invalid {name}={raw!r}: must be a number") from None
+        if not low <= value <= high or (name != "POSTGRES_CONN_MAX_AGE" and not value.is_integer()):
+            raise SettingsError(f"invalid {name}={raw!r}: must be a whole number from {low} to {high}")
+
+
+def limits_from_env(env: Mapping[str, str]) -> Limits:
+    """The command limits the ``MAILBOX_MAX_*`` variables set (SettingsError naming a bad one)."""
+    try:
+        return Limits.from_env(env)
+    except InvalidArgument as exc:
+        raise SettingsError(f"invalid {exc.field}={exc.value!r}: {exc.reason}") from None
 
 
 def describe(env: Mapping[str, str]) -> str:

@@ -100,3 +100,17 @@ def test_claiming_a_thread_with_start_records_the_start_in_the_same_transaction(
     assert claimed is not None and claimed.run_status is RunStatus.RUNNING
     assert claimed.instance_id == f"{claimed.dispatch_id}/1"
     assert service.get_run("r1").status is RunStatus.RUNNING
+
+
+def test_batch_items_may_be_plain_dicts_and_a_bad_one_is_named_by_its_place(service):
+    """A host passing JSON straight through gets what the models would give, refusals included."""
+    (record,) = service.submit_many([{"thread_id": "t-json", "run_id": "r-json", "priority": 3}])
+    assert record.priority == 3
+    before = log_length(service)
+    with pytest.raises(InvalidArgument) as refusal:
+        service.submit_many([{"thread_id": "t-json", "run_id": "r2"}, {"thread_id": "t-json", "run_id": 5}])
+    assert refusal.value.field == "runs[1].run_id"
+    assert log_length(service) == before
+    (claimed,) = service.claim_next(consumer_id="w", start=True)
+    result = service.ack_many([{"dispatch_id": claimed.dispatch_id, "claim_token": claimed.claim_token}])
+    assert [r.dispatch_id for r in result.acked] == [record.dispatch_id]

@@ -391,3 +391,25 @@ def test_a_thousand_messages_committed_in_batches_of_fifty_stay_contiguous(servi
     assert len(service.get_run("run-a").checkpoints) == len(service.get_run("run-b").checkpoints) == 10
     report = service.repair_checkpoints()
     assert (report.messages_checked, report.ranges_checked, report.repaired_ranges) == (1_000, 20, [])
+
+
+def test_a_repair_checkpoint_for_messages_the_run_did_not_commit_is_refused(service):
+    """Found by the fuzz test: RepairCheckpoint accepted any seqs, and a checkpoint over messages
+    that do not exist broke the thread's invariants (and their check)."""
+    from run_mailbox.domain.commands import RepairCheckpoint
+    from run_mailbox.domain.errors import InvalidArgument
+
+    service.submit("t1", "r1", dispatch_id="d1", now=1_000)
+    service.submit("t2", "r2", dispatch_id="d2", now=1_000)
+    service.commit_messages("t1", "r1", [{"message_id": "m1", "role": "user", "content": []}], now=1_001)
+    length = service.recorder.max_notification_id()
+    for command in (
+        RepairCheckpoint("t1", "r1", {2: "m2"}),  # no such message
+        RepairCheckpoint("t1", "r1", {2: "m1"}),  # committed at another seq
+        RepairCheckpoint("t2", "r2", {1: "m1"}),  # on another thread
+        RepairCheckpoint("t1", "r2", {1: "m1"}),  # the run is on another thread
+    ):
+        with pytest.raises(InvalidArgument):
+            service.execute(command)
+    assert service.recorder.max_notification_id() == length
+    assert service.execute(RepairCheckpoint("t1", "r1", {1: "m1"})) == []  # already checkpointed

@@ -163,6 +163,7 @@ def test_export_pages_through_a_log_longer_than_one_page(runner, db, monkeypatch
 
 
 def test_export_of_an_empty_log_prints_nothing(runner, tmp_path):
+    MailboxService(env={"PERSISTENCE_MODULE": SQLITE, "SQLITE_DBNAME": str(tmp_path / "empty.db")}).close()
     result = runner.invoke(app, ["--db", str(tmp_path / "empty.db"), "export"])
     assert result.exit_code == 0
     assert result.stdout == ""

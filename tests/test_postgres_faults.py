@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 from psycopg import Cursor, sql
 
+from run_mailbox import Limits
 from run_mailbox.domain import MailboxError, StoreTimeout, StoreUnavailable
 from run_mailbox.infrastructure.persistence.rows import IdempotencyRow
 from run_mailbox.infrastructure.service import MailboxService
@@ -82,22 +83,30 @@ def text_message(message_id: str, size: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------- 1. large writes
 
 
+@pytest.fixture
+def roomy(postgres_env: dict[str, str], app_name: str) -> Iterator[MailboxService]:
+    service = MailboxService(env=postgres_env, limits=Limits.ceiling())
+    yield service
+    service.close()
+
+
 @pytest.mark.parametrize(("count", "megabytes"), [(1, 12), (9, 1)], ids=["one-12MB-message", "nine-1MB-messages"])
 def test_a_large_commit_returns_and_releases_the_events_lock(
-    app, postgres_env, postgres_url, app_name, count, megabytes
+    roomy, postgres_env, postgres_url, app_name, count, megabytes
 ):
     """The library's pipelined insert hung for ever on such a batch (from about 5 MB here), holding
-    the events table's EXCLUSIVE lock, so every other writer waited too."""
-    app.submit(T, "r1", dispatch_id="d1")
+    the events table's EXCLUSIVE lock, so every other writer waited too. (``app`` runs at the
+    limits' ceilings: the defaults refuse a message over 1 MiB and a commit over 4 MiB.)"""
+    roomy.submit(T, "r1", dispatch_id="d1")
     messages = [text_message(f"m{i}", megabytes * 1024 * 1024) for i in range(count)]
-    result = within(120, lambda: app.commit_messages(T, "r1", messages), lambda: terminate(postgres_url, app_name))
+    result = within(120, lambda: roomy.commit_messages(T, "r1", messages), lambda: terminate(postgres_url, app_name))
     assert (result.message_seq_start, result.message_seq_end) == (1, count)
     other = MailboxService(env={**postgres_env, "MAILBOX_LOCK_TIMEOUT_MS": "10000"})
     try:
         assert within(30, lambda: other.submit(T, "r2", dispatch_id="d2"), lambda: None).dispatch_id == "d2"
     finally:
         other.close()
-    committed = [e for e in app.canonical_events(limit=100) if e.kind == "MessageCommitted"]
+    committed = [e for e in roomy.canonical_events(limit=100) if e.kind == "MessageCommitted"]
     assert len(committed) == count
 
 

@@ -13,15 +13,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import KW_ONLY, fields
-from typing import Annotated, Any, ClassVar, Generic, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, cast, get_args
 
-from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import ArgsKwargs
 from typing_extensions import dataclass_transform
 
 from run_mailbox.domain import policies
 from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.json_values import raw_extent
+from run_mailbox.domain.limits import CEILING, MAX_JSON_DEPTH_CEILING, Measure, measure_chars
 from run_mailbox.domain.values import MAX_ID_LENGTH, MAX_MILLIS, MAX_TEXT_LENGTH, text_problem
 
 R = TypeVar("R")
@@ -54,6 +58,24 @@ def _text(value: str) -> str:
     return value
 
 
+def check_free_text(field: str, value: str | None) -> None:
+    """Optional free text (a decision's reason): may be blank; NUL, lone surrogates and more than
+    16,384 characters are refused."""
+    if value is None:
+        return
+    problem = text_problem(value or "-", max_length=MAX_TEXT_LENGTH)
+    if problem is not None and (value.strip() or "blank" not in problem):
+        raise InvalidArgument(field, value, problem)
+
+
+def check_later(field: str, value: int, now: int, delta: int) -> None:
+    """Refuses a command whose derived time ``now + delta`` would pass the latest time."""
+    if now + delta > MAX_MILLIS:
+        raise InvalidArgument(
+            field, value, f"now ({now}) + {delta} ms passes the latest time, {MAX_MILLIS} (9999-12-31T23:59:59.999Z)"
+        )
+
+
 Id = Annotated[str, Strict(), AfterValidator(_identifier)]
 """An identifier: a non-blank string of at most 256 printable characters, no surrounding whitespace."""
 Text = Annotated[str, Strict(), AfterValidator(_text)]
@@ -67,31 +89,68 @@ LeaseMs = Annotated[int, Strict(), Field(ge=policies.MIN_LEASE_MS, le=policies.M
 Limit = Annotated[int, Strict(), Field(ge=1, le=policies.MAX_BATCH_LIMIT)]
 
 
-def _field_path(cls: type[Any], loc: tuple[int | str, ...]) -> str:
-    """``messages[0].role`` from pydantic's location (a leading int is a positional argument's index)."""
+_MISSING = object()
+
+
+def _field_path(cls: type[Any], loc: tuple[int | str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``messages[0].content[1].input.cmd`` from pydantic's location: a leading int is a positional
+    argument's index, and the union tags pydantic adds (``tool_use``, ``dict``, ``list``) are dropped
+    by following the location through the arguments themselves."""
     parts = list(loc)
-    if parts and isinstance(parts[0], int):
+    if not parts:
+        return "arguments"
+    current: Any = _MISSING
+    if isinstance(parts[0], int):
         positional = [f.name for f in fields(cls) if f.init and not f.kw_only]
-        parts[0] = positional[parts[0]] if parts[0] < len(positional) else f"argument {parts[0] + 1}"
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "arguments"
+        index = parts[0]
+        parts[0] = positional[index] if index < len(positional) else f"argument {index + 1}"
+        current = args[index] if index < len(args) else _MISSING
+    else:
+        current = kwargs.get(parts[0], _MISSING)
+    path = str(parts[0])
+    for part in parts[1:]:
+        child = _child(current, part)
+        if child is _MISSING and current is not _MISSING:
+            continue  # a tag of a union, not a key or an index of the value
+        current = child
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
 
 
-def _refusal(cls: type[Any], exc: ValidationError, kwargs: dict[str, Any]) -> InvalidArgument:
+def _child(value: Any, part: int | str) -> Any:
+    if isinstance(value, list | tuple) and isinstance(part, int) and -len(value) <= part < len(value):
+        return value[part]
+    if isinstance(value, dict):
+        return value.get(part, _MISSING)
+    if isinstance(value, BaseModel) and isinstance(part, str):
+        return value.__dict__.get(part, _MISSING)
+    return _MISSING
+
+
+def _refusal(cls: type[Any], exc: ValidationError, args: tuple[Any, ...], kwargs: dict[str, Any]) -> InvalidArgument:
     """The first problem pydantic found, as an InvalidArgument naming the field and its value."""
     error = exc.errors(include_url=False)[0]
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, InvalidArgument):  # a validator named the precise field itself
         return cause
-    field = _field_path(cls, error["loc"])
+    field = _field_path(cls, error["loc"], args, kwargs)
     if error["type"] == "missing" or error["type"] == "missing_argument":
         return InvalidArgument(field, None, "is required")
     if error["type"] == "unexpected_keyword_argument":
         return InvalidArgument(field, kwargs.get(field), "is not an argument of this command")
+    if error["type"] == "recursion_loop":
+        return InvalidArgument(field, "<too deeply nested>", "is nested too deep")
     reason = str(error["msg"]).removeprefix("Value error, ")
     return InvalidArgument(field, error.get("input"), reason)
+
+
+# Bounds of the first look at an argument, before validation (the real limits are checked after):
+# under pydantic's own recursion guard, above every limit a host may set.
+_RAW_DEPTH = 200
+_RAW_SIZE = 2 * CEILING.max_command_bytes
+_RAW_ITEMS = 500_000
+_RAW_SHARED = 100_000  # a list or object used twice counts twice (as JSON): bounded, or 2**60 items pass
+_RAW_WHY = f" (no limit allows it: max_json_depth is at most {MAX_JSON_DEPTH_CEILING})"
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(Field,))
@@ -99,19 +158,58 @@ def command_model(cls: C) -> C:
     """Makes ``cls`` a frozen pydantic dataclass whose constructor refuses bad arguments with
     :class:`InvalidArgument` (never a pydantic ``ValidationError``)."""
     model: Any = pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
-    validate = model.__init__
+    positional = [f.name for f in fields(model) if f.init and not f.kw_only]
 
-    @functools.wraps(validate)
+    @functools.wraps(model.__init__)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            validate(self, *args, **kwargs)
+        named = [*zip(positional, args, strict=False), *kwargs.items()]
+        for name, value in named:  # a coarse first look: validation never meets an unbounded value
+            raw_extent(
+                name,
+                value,
+                max_depth=_RAW_DEPTH,
+                max_size=_RAW_SIZE,
+                max_items=_RAW_ITEMS,
+                max_shared=_RAW_SHARED,
+                why=_RAW_WHY,
+            )
+        try:  # strict all the way down: "5", True or 5.0 is not an int, bytes not a str
+            type(self).__pydantic_validator__.validate_python(ArgsKwargs(args, kwargs), self_instance=self, strict=True)
         except ValidationError as exc:
-            raise _refusal(type(self), exc, kwargs) from None
+            raise _refusal(type(self), exc, args, kwargs) from None
         except RecursionError:
-            raise InvalidArgument("arguments", "<too deeply nested>", "nesting is too deep") from None
+            raise InvalidArgument("arguments", "<too deeply nested>", "is nested too deep") from None
+        if not isinstance(self, Command):  # a command's part (AckItem): its command measures it
+            return
+        measures = tuple(self.measure())
+        CEILING.check(measures)
+        object.__setattr__(self, "_measures", measures)
+        if self.now is not None:
+            self.check_at(self.now)
 
     model.__init__ = __init__
     return cast(C, model)
+
+
+_BOUNDED_STRINGS: dict[type[Any], list[tuple[str, str]]] = {}
+
+
+def _bounded_strings(cls: type[Any]) -> list[tuple[str, str]]:
+    """The command's identifier and free-text fields, with the limit bounding each."""
+    if cls in _BOUNDED_STRINGS:
+        return _BOUNDED_STRINGS[cls]
+    found = []
+    for name, info in cls.__pydantic_fields__.items():
+        metadata = list(info.metadata)
+        for arg in get_args(info.annotation):
+            metadata.extend(getattr(arg, "__metadata__", ()))
+        funcs = {getattr(m, "func", None) for m in metadata if isinstance(m, AfterValidator)}
+        if _identifier in funcs:
+            found.append((name, "max_id_chars"))
+        elif _text in funcs:
+            found.append((name, "max_text_chars"))
+    _BOUNDED_STRINGS[cls] = found
+    return found
 
 
 _NOT_DIGESTED = frozenset({"now", "idempotency_key"})
@@ -133,6 +231,27 @@ class Command(Generic[R]):
     _: KW_ONLY
     now: Millis | None = None
     idempotency_key: Id | None = None
+
+    @property
+    def measures(self) -> tuple[Measure, ...]:
+        """The command's bounded quantities, measured when it was built (see ``Limits.check``)."""
+        measured = self.__dict__.get("_measures")
+        if measured is None:  # built without __init__ (a copy, a validator): measure now
+            measured = tuple(self.measure())
+            CEILING.check(measured)
+            object.__setattr__(self, "_measures", measured)
+        return cast(tuple[Measure, ...], measured)
+
+    def measure(self) -> Iterator[Measure]:
+        """Measures the bounded arguments (refusing what no limit could allow); commands with JSON
+        fields, messages or tickets add theirs."""
+        for name, limit in _bounded_strings(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                yield measure_chars(name, value, limit)
+
+    def check_at(self, now: int) -> None:
+        """Refuses the command at ``now`` when a time it derives would pass the latest time."""
 
     def params(self) -> dict[str, Any]:
         """The digested arguments as JSON values, by name."""

@@ -6,6 +6,8 @@ with one ``ack_many`` pays for two transactions per ten runs instead of thirty.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import KW_ONLY
 from typing import Any, ClassVar
 
@@ -15,6 +17,7 @@ from run_mailbox.domain.commands.base import Command, Id, command_model
 from run_mailbox.domain.commands.dispatching import Submit
 from run_mailbox.domain.dispatch_record import DispatchRecord
 from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.limits import Measure, measure_chars, measure_count
 from run_mailbox.domain.results import AckManyResult
 
 MAX_BATCH = 1_000
@@ -25,6 +28,23 @@ def _no_time_or_key(field: str, items: list[Any]) -> None:
         for name in ("now", "idempotency_key"):
             if getattr(item, name) is not None:
                 raise InvalidArgument(f"{field}[{i}].{name}", getattr(item, name), f"give {name} to the batch itself")
+
+
+def _built(field: str, kind: Any, items: Any) -> Any:
+    """``items`` with each mapping of string keys built into ``kind`` (JSON input), a refusal named
+    by its place (``runs[3].priority``); anything else is left for validation to judge."""
+    if not isinstance(items, list):
+        return items
+    built = []
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping) and all(isinstance(k, str) for k in item):
+            try:
+                built.append(kind(**item))
+            except InvalidArgument as refusal:
+                raise InvalidArgument(f"{field}[{i}].{refusal.field}", refusal.value, refusal.reason) from None
+        else:
+            built.append(item)
+    return built
 
 
 def _bounded(field: str, items: list[Any]) -> None:
@@ -38,12 +58,18 @@ def _bounded(field: str, items: list[Any]) -> None:
 class SubmitMany(Command[list[DispatchRecord]]):
     """Queues many runs in one transaction (all of them, or none: a refusal names the run by its
     place, ``runs[3]``); returns their dispatches in the same order. Each run is a ``Submit``
-    (``Submit("thread-1", "run-1", priority=10)``) without its own ``now`` or key."""
+    (``Submit("thread-1", "run-1", priority=10)``, or a dict of its arguments) without its own
+    ``now`` or key."""
 
     name: ClassVar[str] = "submit_many"
     result_type: ClassVar[Any] = list[DispatchRecord]
 
     runs: list[Submit]
+
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _runs_from_json(cls, runs: Any) -> Any:
+        return _built("runs", Submit, runs)
 
     @field_validator("runs")
     @classmethod
@@ -63,6 +89,18 @@ class SubmitMany(Command[list[DispatchRecord]]):
                 seen_dispatches[run.dispatch_id] = i
         return runs
 
+    def measure(self) -> Iterator[Measure]:
+        """Each run's measures under its place (``runs[3].payload``), and their JSON together
+        against ``max_command_bytes``."""
+        yield from super().measure()
+        total = 0
+        for i, run in enumerate(self.runs):
+            for m in run.measures:
+                if m.unit == "bytes":
+                    total += m.size
+                yield dataclasses.replace(m, field=f"runs[{i}].{m.field}")
+        yield measure_count("runs", f"<{len(self.runs)} runs>", total, "max_command_bytes", "bytes")
+
 
 @command_model
 class AckItem:
@@ -77,12 +115,18 @@ class AckItem:
 class AckMany(Command[AckManyResult]):
     """Acks many claimed dispatches in one transaction. Each is acked as ``ack`` would, or refused
     on its own (a wrong token, a dispatch an interrupt fenced: it is superseded, as ``ack`` would
-    leave it); the result lists the acked records and the refusals, in the order given."""
+    leave it); the result lists the acked records and the refusals, in the order given. Each item
+    is an ``AckItem`` or a dict of its arguments."""
 
     name: ClassVar[str] = "ack_many"
     result_type: ClassVar[type] = AckManyResult
 
     acks: list[AckItem]
+
+    @field_validator("acks", mode="before")
+    @classmethod
+    def _acks_from_json(cls, acks: Any) -> Any:
+        return _built("acks", AckItem, acks)
 
     @field_validator("acks")
     @classmethod
@@ -96,3 +140,9 @@ class AckMany(Command[AckManyResult]):
                 )
             seen[item.dispatch_id] = i
         return acks
+
+    def measure(self) -> Iterator[Measure]:
+        yield from super().measure()
+        for i, item in enumerate(self.acks):
+            yield measure_chars(f"acks[{i}].dispatch_id", item.dispatch_id, "max_id_chars")
+            yield measure_chars(f"acks[{i}].claim_token", item.claim_token, "max_id_chars")

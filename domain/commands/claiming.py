@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Strict
 
 from run_mailbox.domain import policies
-from run_mailbox.domain.commands.base import Command, Id, LeaseMs, Limit, command_model
+from run_mailbox.domain.commands.base import Command, Id, LeaseMs, Limit, check_later, command_model
 from run_mailbox.domain.dispatch import DispatchRecord
 
 
@@ -28,6 +28,9 @@ class Claim(Command[DispatchRecord | None]):
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
     start: Annotated[bool, Strict()] = False
 
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
+
 
 @command_model
 class ClaimDispatch(Command[DispatchRecord | None]):
@@ -42,6 +45,9 @@ class ClaimDispatch(Command[DispatchRecord | None]):
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
     start: Annotated[bool, Strict()] = False
+
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
 
 
 @command_model
@@ -59,6 +65,9 @@ class ClaimNext(Command[list[DispatchRecord]]):
     limit: Limit = 1
     start: Annotated[bool, Strict()] = False
 
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
+
 
 @command_model
 class ExtendLease(Command[bool]):
@@ -72,6 +81,9 @@ class ExtendLease(Command[bool]):
     _: KW_ONLY
     claim_token: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+
+    def check_at(self, now: int) -> None:
+        check_later("lease_ms", self.lease_ms, now, self.lease_ms)
 
 
 @command_model

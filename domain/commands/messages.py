@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import KW_ONLY
 from typing import Annotated, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, Strict, field_validator
 
 from run_mailbox.domain.commands.base import Command, Id, check_identifier, command_model
 from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.limits import Measure, measure_chars, measure_count, measure_json
 from run_mailbox.domain.messages import Message
 from run_mailbox.domain.results import CheckpointResult
 
-MAX_MESSAGES_PER_COMMIT = 1_000
+MAX_SEQ = 2**62
+Seq = Annotated[int, Strict(), Field(ge=1, le=MAX_SEQ)]
 
 
 @command_model
@@ -31,20 +34,28 @@ class CommitMessages(Command[CheckpointResult]):
     run_id: Id
     messages: list[Message]
     _: KW_ONLY
-    expected_first_seq: Annotated[int, Field(strict=True, ge=1, le=2**62)] | None = None
+    expected_first_seq: Seq | None = None
 
     @field_validator("messages")
     @classmethod
     def _some_messages(cls, messages: list[Message]) -> list[Message]:
         if not messages:
             raise InvalidArgument("messages", messages, "must hold at least one message")
-        if len(messages) > MAX_MESSAGES_PER_COMMIT:
-            raise InvalidArgument(
-                "messages", f"<{len(messages)} messages>", f"at most {MAX_MESSAGES_PER_COMMIT} per commit"
-            )
         for i, message in enumerate(messages):
             check_identifier(f"messages[{i}].message_id", message.message_id)
         return messages
+
+    def measure(self) -> Iterator[Measure]:
+        yield from super().measure()
+        count = len(self.messages)
+        yield measure_count("messages", f"<{count} messages>", count, "max_messages_per_commit", "messages")
+        total = 0
+        for i, message in enumerate(self.messages):
+            yield measure_chars(f"messages[{i}].message_id", message.message_id, "max_id_chars")
+            measured = measure_json(f"messages[{i}]", message, limit="max_message_bytes", models=True)
+            total += measured.size
+            yield measured
+        yield measure_count("messages", f"<{count} messages>", total, "max_command_bytes", "bytes")
 
 
 @command_model
@@ -58,4 +69,4 @@ class RepairCheckpoint(Command[list[CheckpointResult]]):
 
     thread_id: Id
     run_id: Id
-    missing: dict[int, Id]
+    missing: dict[Seq, Id]

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import KW_ONLY
 from typing import ClassVar
 
-from run_mailbox.domain.commands.base import Command, Id, Millis, Text, command_model
+from run_mailbox.domain import policies
+from run_mailbox.domain.commands.base import Command, Id, Millis, Text, check_later, command_model
 from run_mailbox.domain.dispatch import DispatchRecord
 
 
@@ -52,6 +53,10 @@ class Nack(Command[DispatchRecord]):
     claim_token: Id
     error: Text
     retry_at: Millis | None = None
+
+    def check_at(self, now: int) -> None:
+        if self.retry_at is None:  # the backoff's longest delay, whatever the attempt
+            check_later("now", now, now, policies.RETRY_CAP_MS)
 
 
 @command_model

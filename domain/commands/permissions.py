@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import KW_ONLY
 from typing import ClassVar
 
 from pydantic import field_validator
 
-from run_mailbox.domain.commands.base import Command, Id, Priority, check_identifier, command_model
+from run_mailbox.domain.commands.base import (
+    Command,
+    Id,
+    Priority,
+    check_free_text,
+    check_identifier,
+    command_model,
+)
 from run_mailbox.domain.errors import InvalidArgument
+from run_mailbox.domain.limits import Measure, measure_chars, measure_count, measure_json
 from run_mailbox.domain.permissions import DeliveryPath, ToolCallResume, ToolTicket
 from run_mailbox.domain.results import DecisionOutcome
 from run_mailbox.domain.run import RunRecord
@@ -36,6 +45,18 @@ class Suspend(Command[RunRecord]):
             check_identifier(f"tickets[{i}].tool_call_id", ticket.tool_call_id)
             check_identifier(f"tickets[{i}].tool_name", ticket.tool_name)
         return tickets
+
+    def measure(self) -> Iterator[Measure]:
+        yield from super().measure()
+        yield measure_count("tickets", f"<{len(self.tickets)} tickets>", len(self.tickets), "max_tickets", "tickets")
+        total = 0
+        for i, ticket in enumerate(self.tickets):
+            yield measure_chars(f"tickets[{i}].tool_call_id", ticket.tool_call_id, "max_id_chars")
+            yield measure_chars(f"tickets[{i}].tool_name", ticket.tool_name, "max_id_chars")
+            arguments = measure_json(f"tickets[{i}].arguments", ticket.arguments)
+            total += arguments.size
+            yield arguments
+        yield measure_count("tickets", f"<{len(self.tickets)} tickets>", total, "max_command_bytes", "bytes")
 
 
 @command_model
@@ -67,7 +88,15 @@ class Decide(Command[DecisionOutcome]):
     @classmethod
     def _decision_id(cls, resume: ToolCallResume) -> ToolCallResume:
         check_identifier("resume.decision_id", resume.decision_id)
+        check_free_text("resume.reason", resume.reason)
         return resume
+
+    def measure(self) -> Iterator[Measure]:
+        yield from super().measure()
+        yield measure_chars("resume.decision_id", self.resume.decision_id, "max_id_chars")
+        if self.resume.reason is not None:
+            yield measure_chars("resume.reason", self.resume.reason, "max_text_chars")
+        yield measure_json("resume.result", self.resume.result)
 
 
 @command_model
@@ -86,5 +115,9 @@ class FinishRun(Command[RunRecord]):
     @classmethod
     def _not_suspended(cls, termination: TerminationReason) -> TerminationReason:
         if termination.type == "suspended":
-            raise InvalidArgument("termination", termination.to_json(), "a suspension is recorded with suspend()")
+            raise InvalidArgument("termination", termination.type, "a suspension is recorded with suspend()")
         return termination
+
+    def measure(self) -> Iterator[Measure]:
+        yield from super().measure()
+        yield measure_json("termination.value", self.termination.value)

@@ -75,6 +75,14 @@ def _committed_before(uow: UnitOfWork, thread_id: str, run_id: str, messages: li
 
 def repair_checkpoint(cmd: RepairCheckpoint, uow: UnitOfWork) -> list[CheckpointResult]:
     run = uow.run(cmd.run_id)
+    if run.record.thread_id != cmd.thread_id:
+        raise InvalidArgument("thread_id", cmd.thread_id, f"run {cmd.run_id} belongs to thread {run.record.thread_id}")
+    for seq, message_id in sorted(cmd.missing.items()):  # only messages this run committed at these seqs
+        found = uow.find_message(cmd.thread_id, message_id)
+        if found is None or found.record.message_seq != seq or found.record.run_id != cmd.run_id:
+            raise InvalidArgument(
+                f"missing[{seq}]", message_id, f"run {cmd.run_id} committed no message with this id at seq {seq}"
+            )
     done = {s for r in run.record.checkpoints for s in range(r.first, r.last + 1)}
     results = []
     for span in _spans(sorted(cmd.missing)):

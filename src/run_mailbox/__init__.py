@@ -53,6 +53,7 @@ from run_mailbox.domain.errors import (
     RunNotFound,
     SeqConflict,
 )
+from run_mailbox.domain.limits import Limits
 from run_mailbox.domain.mailbox import MailboxRecord, OpenDispatch
 from run_mailbox.domain.messages import (
     AudioBlock,
@@ -158,6 +159,7 @@ __all__ = [
     "InterruptResult",
     "InvalidArgument",
     "InvalidTransition",
+    "Limits",
     "MailboxError",
     "MailboxRecord",
     "MailboxService",

@@ -11,10 +11,10 @@ from typing import Annotated
 
 import psycopg
 import typer
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.domain import EventSourcingError
 from rich.console import Console
 
-from run_mailbox.cli.stores import Store, store_env
+from run_mailbox.cli.stores import Store, read_env
 from run_mailbox.domain.errors import MailboxError
 from run_mailbox.infrastructure.service import MailboxService
 from run_mailbox.infrastructure.settings import SettingsError
@@ -50,7 +50,7 @@ def reported_errors() -> Iterator[None]:
     """Expected failures become one red line on stderr and exit status 2, never a traceback."""
     try:
         yield
-    except (CliError, MailboxError, SettingsError, PersistenceError, psycopg.Error, sqlite3.Error) as exc:
+    except (CliError, MailboxError, SettingsError, EventSourcingError, psycopg.Error, sqlite3.Error, OSError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         Console(stderr=True).print(f"[red]error: {message}[/]", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE_ERROR) from None
@@ -60,9 +60,7 @@ def reported_errors() -> Iterator[None]:
 def opened(ctx: typer.Context) -> Iterator[MailboxService]:
     """The service on the store the global options chose, closed afterwards."""
     with reported_errors():
-        env = store_env(ctx.ensure_object(Store))
-        assert env is not None
-        service = MailboxService(env=env)
+        service = MailboxService(env=read_env(ctx.ensure_object(Store)))
         try:
             yield service
         finally:

@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 
 from run_mailbox.cli.app import DbOption, PostgresOption, app, reported_errors
-from run_mailbox.cli.stores import Store, store_env
+from run_mailbox.cli.stores import Store, ensure_postgres_database, store_env
 from run_mailbox.demo import run_demo
+from run_mailbox.infrastructure.settings import POSTGRES
 
 
 @app.command()
@@ -28,6 +29,8 @@ def demo(
     store = Store(db=db, postgres=postgres) if db is not None or postgres else outer
     with reported_errors():
         env = store_env(store, default_sqlite=False)
+        if env is not None and env.get("PERSISTENCE_MODULE", "").startswith(POSTGRES):
+            ensure_postgres_database(env)  # the demo may create its database; read commands never do
         try:
             code = run_demo(
                 Console(), env, threads=threads, workers=workers, seed=seed, time_limit=time_limit, keep=keep

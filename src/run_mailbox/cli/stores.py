@@ -9,7 +9,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from run_mailbox.cli.existing import existing_log
 from run_mailbox.infrastructure.settings import (
+    DEFAULT_DBNAME,
     POSTGRES,
     SettingsError,
     default_sqlite_path,
@@ -20,8 +22,6 @@ from run_mailbox.infrastructure.settings import (
     sqlite_env,
 )
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/run_mailbox"
-
 
 @dataclass
 class Store:
@@ -30,15 +30,14 @@ class Store:
 
 
 def postgres_env() -> dict[str, str]:
-    """The Postgres settings: MAILBOX_DATABASE_URL, else POSTGRES_*, else the local default."""
+    """The Postgres settings: MAILBOX_DATABASE_URL, else the POSTGRES_* variables that are set,
+    each defaulting to ``postgresql://postgres@127.0.0.1:5432/run_mailbox``."""
     url = os.environ.get("MAILBOX_DATABASE_URL")
     if url:
-        explicit = env_from_database_url(url)
-    elif os.environ.get("PERSISTENCE_MODULE", "").startswith(POSTGRES) or "POSTGRES_DBNAME" in os.environ:
-        explicit = {"PERSISTENCE_MODULE": POSTGRES, "POSTGRES_DBNAME": os.environ.get("POSTGRES_DBNAME", "run_mailbox")}
-    else:
-        explicit = env_from_database_url(DEFAULT_POSTGRES_URL)
-    return resolve_env(explicit)
+        return resolve_env(env_from_database_url(url))
+    return resolve_env(
+        {"PERSISTENCE_MODULE": POSTGRES, "POSTGRES_DBNAME": os.environ.get("POSTGRES_DBNAME") or DEFAULT_DBNAME}
+    )
 
 
 def ensure_postgres_database(env: dict[str, str]) -> None:
@@ -53,9 +52,17 @@ def ensure_postgres_database(env: dict[str, str]) -> None:
         raise SettingsError(f"cannot reach {describe(env)}: {first_line}") from exc
 
 
+def read_env(store: Store) -> dict[str, str]:
+    """The settings of the chosen store for a read command: its log must exist (SettingsError
+    otherwise), and nothing is created to find out."""
+    env = store_env(store)
+    assert env is not None
+    return existing_log(env)
+
+
 def store_env(store: Store, *, default_sqlite: bool = True) -> dict[str, str] | None:
-    """The resolved settings of the chosen store; None for the SQLite default when
-    ``default_sqlite`` is False (the demo then makes a temporary file instead)."""
+    """The resolved settings of the chosen store (nothing is created); None for the SQLite
+    default when ``default_sqlite`` is False (the demo then makes a temporary file instead)."""
     if store.db is not None and store.postgres:
         raise SettingsError("--db and --postgres exclude each other")
     if store.db is not None:
@@ -65,11 +72,7 @@ def store_env(store: Store, *, default_sqlite: bool = True) -> dict[str, str] | 
     elif "PERSISTENCE_MODULE" in os.environ or "MAILBOX_DATABASE_URL" in os.environ:
         env = resolve_env()
     elif default_sqlite:
-        path = default_sqlite_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return resolve_env(sqlite_env(path))
+        return resolve_env(sqlite_env(default_sqlite_path()))
     else:
         return None
-    if env.get("PERSISTENCE_MODULE", "").startswith(POSTGRES):
-        ensure_postgres_database(env)
     return env
