@@ -15,7 +15,7 @@ from run_mailbox.domain.ids import dispatch_aggregate_id
 from run_mailbox.domain.model import Created, MailboxAggregate
 from run_mailbox.domain.policies import backoff_delay_ms
 from run_mailbox.domain.reasons import LEASE_EXHAUSTED
-from run_mailbox.domain.values import DeadLetterReason, DispatchStatus, RunStatus
+from run_mailbox.domain.values import DispatchStatus, RunStatus
 
 QUEUED = DispatchStatus.QUEUED
 CLAIMED = DispatchStatus.CLAIMED
@@ -63,7 +63,7 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
     class DispatchDeadLettered(Event):
         TOPIC = "Dispatch.DispatchDeadLettered"
         class_version = 2
-        reason: DeadLetterReason
+        reason: Literal["attempts_exhausted", "lease_expired", "permanent_failure"]
         """Why: out of attempts after a nack, the lease expired on the last attempt, or a permanent failure."""
 
         @staticmethod

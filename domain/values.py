@@ -36,8 +36,8 @@ class DispatchStatus(StrEnum):
 
 
 DeadLetterReason = Literal["attempts_exhausted", "lease_expired", "permanent_failure"]
-"""Why a dispatch was dead-lettered: out of attempts after a nack, its lease expired on the last
-attempt, or the host reported a permanent failure."""
+"""Why a dispatch was dead-lettered (``DispatchDeadLettered.reason``): out of attempts after a nack,
+its lease expired on the last attempt, or the host reported a permanent failure."""
 
 
 class RunStatus(StrEnum):

@@ -321,3 +321,12 @@ def test_a_run_created_and_a_run_snapshot_stored_before_redrive_existed_read_bac
     )
     assert snapshot.mutate(None).record == memory_service.get_run("r1")
     assert Run.record_version == 3
+
+
+def test_the_reasons_a_filter_takes_are_those_a_dead_letter_records():
+    from typing import get_args
+
+    from run_mailbox import DeadLetterReason
+    from run_mailbox.domain.dispatch import Dispatch
+
+    assert get_args(DeadLetterReason) == get_args(Dispatch.DispatchDeadLettered.model_fields["reason"].annotation)
