@@ -65,6 +65,15 @@ class DuplicateRun(AlreadyExists):
         super().__init__(f"already exists: run_id={show(run_id)}")
 
 
+class AlreadyRedriven(AlreadyExists):
+    """The dead-lettered dispatch was redriven before: ``run_id`` is the run that redrives it."""
+
+    def __init__(self, dispatch_id: str, run_id: str) -> None:
+        self.dispatch_id = dispatch_id
+        self.run_id = run_id
+        super().__init__(f"already redriven: dispatch {show(dispatch_id)} is redriven by run {run_id}")
+
+
 class DedupeKeyConflict(AlreadyExists):
     def __init__(self, thread_id: str, dedupe_key: str, holder: str) -> None:
         self.thread_id = thread_id

@@ -25,6 +25,12 @@ def mailbox_aggregate_id(thread_id: str) -> UUID:
     return uuid5(NAMESPACE, f"thread:{thread_id}")
 
 
+def redrive_run_id(dispatch_id: str) -> str:
+    """The id of the run that redrives the dead-lettered dispatch ``dispatch_id``: the same for every
+    redrive of it, so a second redrive collides with the first in the store (decision 0012)."""
+    return str(uuid5(NAMESPACE, f"redrive:{dispatch_id}"))
+
+
 def new_id() -> str:
     """A time-ordered UUIDv7 string (the upstream's id format for dispatches)."""
     ms = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from run_mailbox.domain.dispatch import DispatchRecord
-from run_mailbox.domain.values import Value
+from run_mailbox.domain.values import DeadLetterReason, Value
 
 
 class InterruptResult(Value):
@@ -61,3 +61,37 @@ class AckManyResult(Value):
 
     acked: list[DispatchRecord]
     refused: list[Refusal]
+
+
+class DeadLetterEntry(Value):
+    """A dead-lettered dispatch as an operator sees it: where, whose, why and when, and whether it
+    was redriven (``redriven_by``: the run that redrives it)."""
+
+    dispatch_id: str
+    thread_id: str
+    run_id: str
+    agent_id: str
+    reason: DeadLetterReason
+    error: str | None
+    attempt_count: int
+    max_attempts: int
+    priority: int
+    dead_lettered_at: int
+    redriven_by: str | None = None
+
+
+class RedriveResult(Value):
+    """What a redrive queued: the new run and its dispatch, and the dead letter it redrives."""
+
+    dead_letter: DeadLetterEntry
+    run_id: str
+    dispatch: DispatchRecord
+
+
+class RedriveManyResult(Value):
+    """What ``redrive_many`` did: the dead letters it redrove and those it refused (a dedupe key
+    now held by another open dispatch), oldest first; ``more``: whether more dead letters match."""
+
+    redriven: list[RedriveResult]
+    refused: list[Refusal]
+    more: bool

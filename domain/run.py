@@ -29,13 +29,18 @@ __all__ = ["TOOL_PERMISSION", "Run", "RunRecord"]
 class Run(MailboxAggregate[RunRecord]):
     TOPIC = "Run"  # its stable stored name (docs/events.md)
     record_type = RunRecord
-    record_version = 2
+    record_version = 3
 
     @staticmethod
     def upcast_record_v1_v2(record: dict[str, Any]) -> None:
         """Version 1 called a decision's ``pending_tool_calls`` ``pending_after`` (in snapshots)."""
         for decision in record.get("decisions", []):
             decision["pending_tool_calls"] = decision.pop("pending_after")
+
+    @staticmethod
+    def upcast_record_v2_v3(record: dict[str, Any]) -> None:
+        """Version 3 added ``redrive_of``: no run recorded before it redrives anything."""
+        record["redrive_of"] = None
 
     # The events are defined in run_events and named here, where the library registers them.
     Event = RunEvent  # type: ignore[assignment]
@@ -53,7 +58,9 @@ class Run(MailboxAggregate[RunRecord]):
         pass
 
     @classmethod
-    def create(cls, *, run_id: str, thread_id: str, agent_id: str, dispatch_id: str, now: int) -> Run:
+    def create(
+        cls, *, run_id: str, thread_id: str, agent_id: str, dispatch_id: str, now: int, redrive_of: str | None = None
+    ) -> Run:
         return cls._create_at(
             cls.RunCreated,
             id=run_aggregate_id(run_id),
@@ -61,6 +68,7 @@ class Run(MailboxAggregate[RunRecord]):
             thread_id=thread_id,
             agent_id=agent_id,
             dispatch_id=dispatch_id,
+            redrive_of=redrive_of,
             now=now,
         )
 

@@ -23,8 +23,16 @@ class RunEvent(MailboxAggregate.Event):
 
 class RunCreated(RunEvent, Created):
     TOPIC = "Run.RunCreated"
+    class_version = 2
     agent_id: str
     dispatch_id: str
+    redrive_of: str | None = None
+    """The dead-lettered dispatch this run redrives (``redrive``), else None."""
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 2 added ``redrive_of``: no run created before it redrives anything."""
+        state["redrive_of"] = None
 
     def apply(self, aggregate: Any) -> None:
         aggregate.record = RunRecord(
@@ -34,6 +42,7 @@ class RunCreated(RunEvent, Created):
             dispatch_id=self.dispatch_id,
             created_at=self.now,
             updated_at=self.now,
+            redrive_of=self.redrive_of,
         )
 
 

@@ -33,6 +33,8 @@ class RunRecord(Value):
     tickets: list[ToolTicket] = []
     decisions: list[Decision] = []
     checkpoints: list[MessageSeqRange] = []
+    redrive_of: str | None = None
+    """The dead-lettered dispatch this run redrives, when a ``redrive`` created it."""
 
     @property
     def is_done(self) -> bool:

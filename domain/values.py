@@ -35,6 +35,11 @@ class DispatchStatus(StrEnum):
         return self not in (DispatchStatus.QUEUED, DispatchStatus.CLAIMED)
 
 
+DeadLetterReason = Literal["attempts_exhausted", "lease_expired", "permanent_failure"]
+"""Why a dispatch was dead-lettered (``DispatchDeadLettered.reason``): out of attempts after a nack,
+its lease expired on the last attempt, or the host reported a permanent failure."""
+
+
 class RunStatus(StrEnum):
     CREATED = "created"
     RUNNING = "running"

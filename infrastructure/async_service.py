@@ -169,6 +169,8 @@ class AsyncMailboxService:
     decide = acommand(c.Decide)
     finish_run = acommand(c.FinishRun)
     commit_messages = acommand(c.CommitMessages)
+    redrive = acommand(c.Redrive)
+    redrive_many = acommand(c.RedriveMany)
 
     async def repair_checkpoints(self) -> RepairReport:
         """See :meth:`MailboxService.repair_checkpoints`."""
@@ -188,6 +190,7 @@ class AsyncMailboxService:
     count_by_status = blocking(MailboxQueries.count_by_status, "queries")
     queued_thread_ids = blocking(MailboxQueries.queued_thread_ids, "queries")
     list_terminal_dispatches = blocking(MailboxQueries.list_terminal_dispatches, "queries")
+    dead_letters = blocking(MailboxQueries.dead_letters, "queries")
     ready_dispatch_ids = blocking(MailboxQueries.ready_dispatch_ids, "queries")
     canonical_events = blocking(MailboxQueries.canonical_events, "queries")
 

@@ -11,13 +11,16 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.persistence import Mapper
 
 from run_mailbox.domain import policies
+from run_mailbox.domain.commands import DeadLetterFilter
 from run_mailbox.domain.dispatch import DispatchRecord
 from run_mailbox.domain.errors import DispatchNotFound, RunNotFound
 from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
 from run_mailbox.domain.mailbox import MailboxRecord
 from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.results import DeadLetterEntry
 from run_mailbox.domain.run import RunRecord
-from run_mailbox.domain.values import DispatchStatus, check_id, check_int
+from run_mailbox.domain.values import DeadLetterReason, DispatchStatus, check_id, check_int
+from run_mailbox.infrastructure.dead_letters import find_dead_letters
 from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.projections.canonical import CanonicalEvent, render
 
@@ -97,6 +100,25 @@ class MailboxQueries:
         rows = [r for r in self._tables.all_dispatches() if DispatchStatus(r.status).is_terminal]
         return [self.get_dispatch(r.dispatch_id) for r in rows[offset : offset + limit]]
 
+    def dead_letters(
+        self,
+        *,
+        thread_id: str | None = None,
+        agent_id: str | None = None,
+        reason: DeadLetterReason | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 100,
+        include_redriven: bool = False,
+    ) -> list[DeadLetterEntry]:
+        """Dead-lettered dispatches matching every filter given, oldest first, with their agent, reason
+        and error: what ``redrive_many`` with the same filters would redrive (filters as there).
+        ``include_redriven``: also those redriven already (``redriven_by`` names the run)."""
+        matching = DeadLetterFilter(thread_id=thread_id, agent_id=agent_id, reason=reason, since=since, until=until)
+        check_int("limit", limit, low=1, high=policies.MAX_BATCH_LIMIT)
+        found, _ = find_dead_letters(_Records(self), matching, limit=limit, include_redriven=include_redriven)
+        return found
+
     def ready_dispatch_ids(self, *, now: int | None = None, limit: int = 100) -> Sequence[str]:
         """Dispatches a claim could take at ``now`` (default: the clock), in claim order."""
         at = self._clock() if now is None else now
@@ -130,3 +152,20 @@ class MailboxQueries:
             # A page holds at most EXPORT_PAGE notifications, all after ``position``: when none
             # rendered, every notification up to position + EXPORT_PAGE has been read.
             position = page[-1].position if page else position + EXPORT_PAGE
+
+
+class _Records:
+    """The dead letters' records as the queries read them (``dead_letters.Source``)."""
+
+    def __init__(self, queries: MailboxQueries) -> None:
+        self.tables = queries._tables
+        self._queries = queries
+
+    def dispatches(self, dispatch_ids: list[str]) -> dict[str, DispatchRecord]:
+        return {d: self._queries.get_dispatch(d) for d in dispatch_ids}
+
+    def runs(self, run_ids: list[str]) -> dict[str, RunRecord]:
+        return {r: self._queries.get_run(r) for r in run_ids}
+
+    def last_event(self, aggregate_id: UUID) -> Any:
+        return next(iter(self._queries._unsnapshotted.event_store.get(aggregate_id, desc=True, limit=1)), None)

@@ -146,6 +146,8 @@ class MailboxService(Application[UUID]):
     decide = command(c.Decide)
     finish_run = command(c.FinishRun)
     commit_messages = command(c.CommitMessages)
+    redrive = command(c.Redrive)
+    redrive_many = command(c.RedriveMany)
 
     def repair_checkpoints(self) -> RepairReport:
         """Re-derives from the log the checkpoint ranges a host must have seen, and records any
@@ -167,6 +169,7 @@ class MailboxService(Application[UUID]):
     count_by_status = delegate("queries", MailboxQueries.count_by_status)
     queued_thread_ids = delegate("queries", MailboxQueries.queued_thread_ids)
     list_terminal_dispatches = delegate("queries", MailboxQueries.list_terminal_dispatches)
+    dead_letters = delegate("queries", MailboxQueries.dead_letters)
     ready_dispatch_ids = delegate("queries", MailboxQueries.ready_dispatch_ids)
     canonical_events = delegate("queries", MailboxQueries.canonical_events)
     iter_canonical_events = delegate("queries", MailboxQueries.iter_canonical_events)

@@ -173,6 +173,11 @@ class UnitOfWork:
     def find_message(self, thread_id: str, message_id: str) -> ThreadMessage | None:
         return self._find(message_aggregate_id(thread_id, message_id), ThreadMessage)
 
+    def last_event(self, aggregate_id: UUID) -> Any:
+        """The aggregate's latest stored event, read from the store (None when it has none): for an
+        aggregate that no longer changes (a dead letter), whose last event says what its record does not."""
+        return next(iter(self._unsnapshotted.event_store.get(aggregate_id, desc=True, limit=1)), None)
+
     def save_last(self, aggregate: Any) -> None:
         """Orders this aggregate's events after the others' in the save."""
         self._aggregates[aggregate.id] = self._aggregates.pop(aggregate.id)

@@ -157,6 +157,9 @@ _ENVELOPE_FIELDS = {
 }
 ENVELOPE_FIELDS = frozenset(_ENVELOPE_FIELDS)
 """A run event's fields that stay out of its canonical payload."""
+OMITTED_WHEN_NONE = frozenset({"redrive_of"})
+"""Run event fields added after logs were exported: left out of the payload when None, so the
+envelope of every event that does not use them is what it always was."""
 
 
 def _run_key_and_correlation(event: RunEvent) -> tuple[str, str]:
@@ -189,6 +192,9 @@ def _render_run(event: RunEvent, position: int) -> Envelope:
         }
     else:
         payload = event.model_dump(mode="json", exclude=_ENVELOPE_FIELDS)
+        for name in OMITTED_WHEN_NONE & payload.keys():
+            if payload[name] is None:
+                del payload[name]
     return _envelope(
         position=position,
         kind=kind,

@@ -9,7 +9,8 @@ fresh runs and validates each envelope against them, so they cannot drift apart)
   statuses the transition table says the event leaves), plus, for kinds the upstream never records,
   the event's own facts (``claimed_by`` and ``lease_until`` of a claim, ``reason``, ``error``, ...),
   and for ``RunRescheduled`` its ``reason``;
-- a **run** event's payload is the event's own fields, less the envelope's;
+- a **run** event's payload is the event's own fields, less the envelope's (``redrive_of`` of
+  ``RunCreated`` only when set);
   ``RunErrored`` has the upstream's RunFinish shape;
 - ``MessageCommitted``'s payload is the committed message, less its visibility.
 
@@ -31,7 +32,7 @@ from run_mailbox.domain.run_events import RunErrored, RunEvent
 from run_mailbox.domain.thread_log import CommittedMessage, ThreadMessage
 from run_mailbox.domain.transitions import DISPATCH_TRANSITIONS, targets_of
 from run_mailbox.domain.values import Millis
-from run_mailbox.projections.canonical import ENVELOPE_FIELDS, CanonicalEvent
+from run_mailbox.projections.canonical import ENVELOPE_FIELDS, OMITTED_WHEN_NONE, CanonicalEvent
 
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,7 +102,7 @@ def _run_payload(event: type[RunEvent]) -> type[BaseModel]:
         )
         return errored
     fields = {
-        name: (info.annotation, Field(..., description=info.description))
+        name: (info.annotation, Field(None if name in OMITTED_WHEN_NONE else ..., description=info.description))
         for name, info in event.model_fields.items()
         if name not in ENVELOPE_FIELDS
     }

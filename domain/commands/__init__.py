@@ -9,6 +9,7 @@ from run_mailbox.domain.commands.dispatching import Cancel, Interrupt, Submit
 from run_mailbox.domain.commands.messages import CommitMessages, RepairCheckpoint
 from run_mailbox.domain.commands.outcomes import Ack, DeadLetter, Nack, RecordStart
 from run_mailbox.domain.commands.permissions import Decide, FinishRun, Suspend
+from run_mailbox.domain.commands.redrive import DeadLetterFilter, Redrive, RedriveMany
 
 __all__ = [
     "Ack",
@@ -21,6 +22,7 @@ __all__ = [
     "Command",
     "CommitMessages",
     "DeadLetter",
+    "DeadLetterFilter",
     "Decide",
     "ExtendLease",
     "FinishRun",
@@ -28,6 +30,8 @@ __all__ = [
     "Nack",
     "ReclaimExpiredLeases",
     "RecordStart",
+    "Redrive",
+    "RedriveMany",
     "RepairCheckpoint",
     "Submit",
     "SubmitMany",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from run_mailbox.domain import commands as c
-from run_mailbox.infrastructure.handlers import claiming, dispatching, messages, outcomes, permissions
+from run_mailbox.infrastructure.handlers import claiming, dispatching, messages, outcomes, permissions, redrive
 from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 Handler = Callable[[Any, UnitOfWork], Any]
@@ -32,6 +32,8 @@ HANDLERS: dict[type[c.Command[Any]], Handler] = {
     c.FinishRun: permissions.finish_run,
     c.CommitMessages: messages.commit_messages,
     c.RepairCheckpoint: messages.repair_checkpoint,
+    c.Redrive: redrive.redrive,
+    c.RedriveMany: redrive.redrive_many,
 }
 
 

@@ -28,8 +28,9 @@ def submit_many(cmd: SubmitMany, uow: UnitOfWork) -> list[DispatchRecord]:
     return records
 
 
-def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str) -> DispatchRecord:
-    """Queues one run: its dispatch (with a generated id for ``purpose`` unless given) and the run."""
+def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str, *, redrive_of: str | None = None) -> DispatchRecord:
+    """Queues one run: its dispatch (with a generated id for ``purpose`` unless given) and the run
+    (which redrives the dead letter ``redrive_of``, if given)."""
     at = uow.now
     dispatch_id = cmd.dispatch_id or uow.ids(purpose)
     # Creating, not reading: the first try lets the store refuse an existing run or dispatch
@@ -62,7 +63,14 @@ def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str) -> DispatchRecord:
         )
     )
     uow.add(
-        Run.create(run_id=cmd.run_id, thread_id=cmd.thread_id, agent_id=cmd.agent_id, dispatch_id=dispatch_id, now=at)
+        Run.create(
+            run_id=cmd.run_id,
+            thread_id=cmd.thread_id,
+            agent_id=cmd.agent_id,
+            dispatch_id=dispatch_id,
+            now=at,
+            redrive_of=redrive_of,
+        )
     )
     return dispatch.record
 

@@ -15,7 +15,12 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
 from run_mailbox.infrastructure.persistence.ready_heads import ReadyHeadRow, candidates, heads_of_index
-from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, sorted_index_rows
+from run_mailbox.infrastructure.persistence.rows import (
+    DeadLetterPage,
+    DispatchIndexRow,
+    IdempotencyRow,
+    sorted_index_rows,
+)
 
 
 def _queue_order(row: DispatchIndexRow) -> tuple[int, int, str]:
@@ -100,3 +105,6 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
         for row in self._rows():
             counts[row.status] = counts.get(row.status, 0) + 1
         return counts
+
+    def dead_letters(self, page: DeadLetterPage) -> list[DispatchIndexRow]:
+        return page.select(self._rows())

@@ -48,6 +48,7 @@ from run_mailbox.infrastructure.persistence.pg_statements import Statements
 from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
+    DeadLetterPage,
     DispatchIndexRow,
     IdempotencyRow,
     sorted_index_rows,
@@ -281,3 +282,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             SQL("SELECT status, count(*) AS n FROM {} GROUP BY status").format(self.sql.index_table), []
         )
         return {row["status"]: row["n"] for row in rows}
+
+    def dead_letters(self, page: DeadLetterPage) -> list[DispatchIndexRow]:
+        where, params = page.where("%s")
+        return self._index_rows(where, [*params, page.limit], page.ORDER + " LIMIT %s")

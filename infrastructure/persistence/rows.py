@@ -68,6 +68,52 @@ class DispatchIndexRow:
 INDEX_COLUMNS = "dispatch_id, thread_id, run_id, status, priority, created_at, available_at, lease_until, updated_at"
 
 
+@dataclass(frozen=True)
+class DeadLetterPage:
+    """One page of dead-lettered index rows, oldest first (a dead letter's ``updated_at`` is when it
+    was dead-lettered: nothing changes it afterwards): of one thread or all, dead-lettered from
+    ``since`` to ``until`` (both included), after the row ``after`` (its updated_at and dispatch id)."""
+
+    thread_id: str | None = None
+    since: int | None = None
+    until: int | None = None
+    after: tuple[int, str] | None = None
+    limit: int = 100
+
+    ORDER = "ORDER BY updated_at, dispatch_id"
+
+    def where(self, mark: str) -> tuple[str, list[Any]]:
+        """The SQL condition (``mark`` is the driver's placeholder) and its parameters."""
+        clauses: list[str] = ["status = 'dead_letter'"]
+        params: list[Any] = []
+        if self.thread_id is not None:
+            clauses.append(f"thread_id = {mark}")
+            params.append(self.thread_id)
+        if self.since is not None:
+            clauses.append(f"updated_at >= {mark}")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append(f"updated_at <= {mark}")
+            params.append(self.until)
+        if self.after is not None:
+            clauses.append(f"(updated_at > {mark} OR (updated_at = {mark} AND dispatch_id > {mark}))")
+            params += [self.after[0], self.after[0], self.after[1]]
+        return " AND ".join(clauses), params
+
+    def select(self, rows: Sequence[DispatchIndexRow]) -> list[DispatchIndexRow]:
+        """The page, from rows in memory."""
+        found = [
+            row
+            for row in rows
+            if row.status == "dead_letter"
+            and (self.thread_id is None or row.thread_id == self.thread_id)
+            and (self.since is None or row.updated_at >= self.since)
+            and (self.until is None or row.updated_at <= self.until)
+            and (self.after is None or (row.updated_at, row.dispatch_id) > self.after)
+        ]
+        return sorted(found, key=lambda row: (row.updated_at, row.dispatch_id))[: self.limit]
+
+
 class MailboxTables(Protocol):
     """What the service needs from a recorder beyond the library's interface."""
 
@@ -86,6 +132,8 @@ class MailboxTables(Protocol):
     def all_dispatches(self) -> list[DispatchIndexRow]: ...
 
     def count_by_status(self) -> dict[str, int]: ...
+
+    def dead_letters(self, page: DeadLetterPage) -> list[DispatchIndexRow]: ...
 
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None: ...
 

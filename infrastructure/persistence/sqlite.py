@@ -13,6 +13,7 @@ from run_mailbox.infrastructure.persistence import migrations
 from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow, heads_of_index
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
+    DeadLetterPage,
     DispatchIndexRow,
     IdempotencyRow,
     sorted_index_rows,
@@ -158,3 +159,7 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
 
     def count_by_status(self) -> dict[str, int]:
         return {row[0]: row[1] for row in self._select(f"SELECT status, count(*) FROM {IDX} GROUP BY status", [])}
+
+    def dead_letters(self, page: DeadLetterPage) -> list[DispatchIndexRow]:
+        where, params = page.where("?")
+        return self._index_rows(where, [*params, page.limit], page.ORDER + " LIMIT ?")

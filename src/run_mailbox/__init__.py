@@ -21,6 +21,7 @@ from run_mailbox.domain.commands import (
     Command,
     CommitMessages,
     DeadLetter,
+    DeadLetterFilter,
     Decide,
     ExtendLease,
     FinishRun,
@@ -28,6 +29,8 @@ from run_mailbox.domain.commands import (
     Nack,
     ReclaimExpiredLeases,
     RecordStart,
+    Redrive,
+    RedriveMany,
     Submit,
     SubmitMany,
     Suspend,
@@ -35,6 +38,7 @@ from run_mailbox.domain.commands import (
 from run_mailbox.domain.dispatch_record import DispatchRecord
 from run_mailbox.domain.errors import (
     AlreadyExists,
+    AlreadyRedriven,
     ClaimTokenMismatch,
     ConcurrencyConflict,
     DecisionConflict,
@@ -81,13 +85,16 @@ from run_mailbox.domain.policies import (
 from run_mailbox.domain.results import (
     AckManyResult,
     CheckpointResult,
+    DeadLetterEntry,
     DecisionOutcome,
     InterruptResult,
+    RedriveManyResult,
+    RedriveResult,
     Refusal,
     RepairReport,
 )
 from run_mailbox.domain.run_record import RunRecord
-from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
+from run_mailbox.domain.values import DeadLetterReason, DispatchStatus, RunStatus, TerminationReason
 from run_mailbox.infrastructure.async_service import AsyncMailboxService
 from run_mailbox.infrastructure.instrument import instrument, instrument_views
 from run_mailbox.infrastructure.observe import CommandObserver, Observation
@@ -119,6 +126,7 @@ __all__ = [
     "AckMany",
     "AckManyResult",
     "AlreadyExists",
+    "AlreadyRedriven",
     "AsyncMailboxService",
     "AudioBlock",
     "Base64Source",
@@ -136,6 +144,9 @@ __all__ = [
     "ConcurrencyConflict",
     "ContentBlock",
     "DeadLetter",
+    "DeadLetterEntry",
+    "DeadLetterFilter",
+    "DeadLetterReason",
     "Decide",
     "Decision",
     "DecisionConflict",
@@ -173,6 +184,10 @@ __all__ = [
     "RebuildFailed",
     "ReclaimExpiredLeases",
     "RecordStart",
+    "Redrive",
+    "RedriveMany",
+    "RedriveManyResult",
+    "RedriveResult",
     "Refusal",
     "RepairReport",
     "ResumeFailed",

@@ -42,12 +42,18 @@ def decision_pending_after_renamed(kind: str, record: dict[str, Any]) -> None:
         decision["pending_tool_calls"] = decision.pop("pending_after")
 
 
+def run_redrive_of_added(kind: str, record: dict[str, Any]) -> None:
+    """Run record version 3 (and RunCreated version 2): ``redrive_of``, None for every run before it."""
+    if kind == "run":
+        record["redrive_of"] = None
+
+
 # Deliberate changes of stored shapes since each golden log was written, in the order they were made.
 # (DispatchDeadLettered version 2 renamed its ``cause`` to ``reason``: no record holds it, and the
 # canonical payload always called it ``reason``, so only decoding shows it, in every test here.)
 SINCE: dict[str, list[Change]] = {
-    "legacy-0.1.0": [decision_pending_after_renamed],
-    "v1": [decision_pending_after_renamed],
+    "legacy-0.1.0": [decision_pending_after_renamed, run_redrive_of_added],
+    "v1": [decision_pending_after_renamed, run_redrive_of_added],
 }
 
 

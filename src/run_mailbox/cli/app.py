@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -35,12 +36,25 @@ PostgresOption = Annotated[
 ]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"mailbox (run-mailbox) {metadata.version('run-mailbox')}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+]
+
+
 class CliError(Exception):
     """A refusal of the command line itself (for example, an unknown thread)."""
 
 
 @app.callback()
-def main(ctx: typer.Context, db: DbOption = None, postgres: PostgresOption = False) -> None:
+def main(
+    ctx: typer.Context, db: DbOption = None, postgres: PostgresOption = False, version: VersionOption = False
+) -> None:
     """A durable, event-sourced mailbox for AI-agent runs."""
     ctx.obj = Store(db=db, postgres=postgres)
 
