@@ -10,12 +10,48 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from run_mailbox.domain.ids import mailbox_aggregate_id
 from run_mailbox.domain.thread_log import thread_log_id
 from run_mailbox.domain.values import DispatchStatus
 from tests.properties._model import THREADS, Model
 from tests.properties._oracle import RUN_FINISHED_FIRST
 
 CLAIMED, QUEUED, SUPERSEDED = DispatchStatus.CLAIMED, DispatchStatus.QUEUED, DispatchStatus.SUPERSEDED
+
+
+# The spec's words for the statuses, written out here: the oracle does not take them from the code.
+DISPATCH_STATUS_TEXT = {"queued", "claimed", "acked", "cancelled", "superseded", "dead_letter"}
+TERMINAL_TEXT = {"acked", "cancelled", "superseded", "dead_letter"}
+
+
+def _near(*times: int | None) -> set[int]:
+    return {t + d for t in times if t is not None for d in (-1, 0, 1)}
+
+
+def record_predicates_agree(m: Model, now: int) -> None:
+    """A record's own answers (lease expired, ready, terminal, queue order) agree with the spec's
+    rules at and next to every boundary: a lease is owned at ``lease_until`` itself and expires
+    one millisecond later (C74); a dispatch is ready from ``available_at`` on."""
+    for d in m.dispatches.values():
+        assert d.status.value in DISPATCH_STATUS_TEXT, d.status
+        assert d.is_terminal == (d.status.value in TERMINAL_TEXT), d
+        assert d.queue_order() == (d.priority, d.created_at, d.dispatch_id), d
+        for t in _near(now, d.lease_until, d.available_at):
+            expired = d.status.value == "claimed" and d.lease_until is not None and d.lease_until < t
+            assert d.lease_expired(t) == expired, f"lease_expired({t}) is {not expired} for {d}"
+            ready = d.status.value == "queued" and d.available_at <= t
+            assert d.is_ready(t) == ready, f"is_ready({t}) is {not ready} for {d}"
+
+
+def mailboxes_offer_the_best_ready(service: Any, m: Model, now: int, threads: Iterable[str]) -> None:
+    """Now, and at and next to every queued dispatch's ``available_at``, each thread mailbox
+    offers the model's best ready dispatch."""
+    for thread in sorted(set(threads) & {d.thread_id for d in m.dispatches.values()}):
+        mailbox = service.repository.get(mailbox_aggregate_id(thread))
+        for t in sorted(_near(now, *(d.available_at for d in m.queued_on(thread)))):
+            best = m.best_ready(thread, t)
+            got = mailbox.best_ready(t)
+            assert got == (best.dispatch_id if best else None), f"thread {thread} at {t}: mailbox offers {got}"
 
 
 def at_most_one_claimed_dispatch_per_thread(m: Model) -> None:

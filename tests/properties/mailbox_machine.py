@@ -33,7 +33,7 @@ from tests.properties._calls import (
     ticket,
     unknown_id_call,
 )
-from tests.properties._driver import CommandDriver
+from tests.properties._edge_rules import EdgeRules
 from tests.properties._model import THREADS
 from tests.properties._oracle import conflict, returns
 from tests.properties._vocabulary import (
@@ -59,8 +59,10 @@ from tests.properties._vocabulary import (
 )
 
 
-class MailboxMachine(CommandDriver):
+class MailboxMachine(EdgeRules):
     """Every command of the service as a rule; see the module docstring."""
+
+    checked_at = 0  # the clock when the mailboxes were last checked at every thread
 
     # ------------------------------------------------------------------ a run waiting from the start
 
@@ -334,7 +336,10 @@ class MailboxMachine(CommandDriver):
         _invariants.checkpoints_tile_each_thread(m)
         _invariants.decisions_are_recorded_once_as_delivered(m)
         _invariants.dispatch_index_agrees(self.service, m)
+        _invariants.record_predicates_agree(m, self.clock.now)
         touched = self.observed.threads & set(THREADS)
+        moved, self.checked_at = self.clock.now != self.checked_at, self.clock.now
+        _invariants.mailboxes_offer_the_best_ready(self.service, m, self.clock.now, THREADS if moved else touched)
         _invariants.mailboxes_agree(self.service, m, touched)
         _invariants.thread_logs_agree(self.service, m, touched)
 

@@ -1,0 +1,116 @@
+"""Rules that aim where bugs live: times at and next to every boundary, decisions in every
+variant, and interrupts interleaved with reclaims, resumes and finishes.
+
+- ``advance_to_boundary``: the clock moves to a lease's end, a dispatch's ``available_at`` (a
+  backoff step ends there) or the time of the last interrupt, exactly or one millisecond
+  either side, so a ``<`` written as ``<=`` is met at once;
+- ``decide_variant``: a decision for any run (waiting, running, done, interrupted, resumed): a new
+  id for a tool call already decided, another run's decision id, a decision id delivered again
+  with other content (tool call, action or result), or a fresh decision for a pending ticket;
+- ``interrupt_and_follow``: an interrupt followed at once by what races it in production.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import multiple, rule
+
+from run_mailbox.domain.permissions import ToolCallResume
+from tests.properties._driver import CommandDriver
+from tests.properties._model import CLAIMED, QUEUED
+from tests.properties._vocabulary import CLAIMS, SUBMITTED, THREAD_IDS, Claim, Refused, Submitted
+
+DECISION_VARIANTS = [
+    "decided_call_new_id",
+    "other_runs_decision_id",
+    "same_id_other_tool_call",
+    "same_id_other_action",
+    "same_id_other_result",
+    "fresh_for_pending",
+]
+FOLLOWERS = ["reclaim_after_lease", "owner_acks", "finish_claimed_run", "claim", "decide_pending", "nothing"]
+
+
+class EdgeRules(CommandDriver):
+    last_interrupt_at: int | None = None
+
+    def boundaries(self) -> list[int]:
+        m = self.model
+        times = {d.lease_until for d in m.dispatches.values() if d.status is CLAIMED and d.lease_until is not None}
+        times |= {d.available_at for d in m.dispatches.values() if d.status is QUEUED}
+        if self.last_interrupt_at is not None:
+            times.add(self.last_interrupt_at)
+        return sorted(times)
+
+    @rule(pick=st.integers(0, 7), delta=st.sampled_from([0, 0, 1, -1]))
+    def advance_to_boundary(self, pick: int, delta: int) -> None:
+        """To a lease's end, an ``available_at`` or an interrupt's time, or 1 ms either side."""
+        ahead = [t + delta for t in self.boundaries() if t + delta > self.clock.now]
+        if ahead:
+            self.clock.now = ahead[pick % len(ahead)]
+
+    def _decide_kwargs(self, run_id: str, tool_call: str, resume: ToolCallResume, path: str) -> dict[str, Any]:
+        return {"run_id": run_id, "tool_call_id": tool_call, "resume": resume, "delivery_path": path,
+                "resume_dispatch_id": None, "priority": 128}  # fmt: skip
+
+    @rule(
+        target=SUBMITTED,
+        submission=SUBMITTED,
+        variant=st.sampled_from(DECISION_VARIANTS),
+        pick=st.integers(0, 5),
+        path=st.sampled_from(["durable_dispatch", "remote_live", "local_live"]),
+    )
+    def decide_variant(self, submission: Submitted, variant: str, pick: int, path: str) -> Any:
+        m = self.model
+        run = m.runs[submission.run_id]
+        own = [(k[1], v) for k, v in sorted(m.decisions.items()) if k[0] == run.run_id]
+        others = sorted(k[1] for k in m.decisions if k[0] != run.run_id)
+        tickets = [t.tool_call_id for t in run.tickets] or ["c-none"]
+        pending = [t.tool_call_id for t in run.pending_tickets()] or tickets
+        fresh = ToolCallResume(decision_id=m.fresh("x"), action="resume", result={"approved": bool(pick % 2)})
+        tool_call, resume = pending[pick % len(pending)], fresh
+        if variant == "decided_call_new_id" and run.decisions:
+            tool_call = run.decisions[pick % len(run.decisions)].tool_call_id
+        elif variant == "other_runs_decision_id" and others:
+            resume = fresh.model_copy(update={"decision_id": others[pick % len(others)]})
+        elif variant.startswith("same_id") and own:
+            decision_id, (tool_call, resume) = own[pick % len(own)]
+            if variant == "same_id_other_tool_call":
+                tool_call = next((t for t in tickets if t != tool_call), f"{tool_call}-other")
+            elif variant == "same_id_other_action":
+                resume = resume.model_copy(update={"action": "cancel" if resume.action == "resume" else "resume"})
+            else:
+                resume = resume.model_copy(update={"result": {"approved": resume.approved is not True}})
+        outcome = self.execute("decide", self._decide_kwargs(run.run_id, tool_call, resume, path))
+        if isinstance(outcome, Refused) or outcome.resume_dispatch_id is None:
+            return multiple()
+        return Submitted(outcome.resume_dispatch_id, run.run_id)
+
+    @rule(target=CLAIMS, thread=THREAD_IDS, then=st.sampled_from(FOLLOWERS))
+    def interrupt_and_follow(self, thread: str, then: str) -> Any:
+        """An interrupt, then at once what races it: the fenced owner's ack, a sweep once the
+        fenced lease has run out, finishing the claimed run, a new claim, or a decision."""
+        claimed = self.model.claimed_on(thread) if thread in self.model.epochs else None
+        self.execute("interrupt", {"thread_id": thread})
+        self.last_interrupt_at = self.clock.now
+        if then == "reclaim_after_lease" and claimed is not None and claimed.lease_until is not None:
+            self.clock.now = max(self.clock.now, claimed.lease_until + 1)
+            self.execute("reclaim_expired_leases", {"limit": 100})
+        elif then == "owner_acks" and claimed is not None and claimed.claim_token is not None:
+            self.execute("ack", {"dispatch_id": claimed.dispatch_id, "claim_token": claimed.claim_token})
+        elif then == "finish_claimed_run" and claimed is not None:
+            self.execute("finish_run", {"run_id": claimed.run_id, "termination": {"type": "stopped"}})
+        elif then == "claim":
+            record = self.execute("claim", {"thread_id": thread, "consumer_id": "w1", "lease_ms": 1_000})
+            if record is not None and not isinstance(record, Refused):
+                return Claim(record.dispatch_id, record.claim_token)
+        elif then == "decide_pending":
+            waiting = [r for r in self.model.runs_on(thread) if r.pending_tickets()]
+            if waiting:
+                run = waiting[0]
+                resume = ToolCallResume(decision_id=self.model.fresh("x"), action="resume")
+                tool_call = run.pending_tickets()[0].tool_call_id
+                self.execute("decide", self._decide_kwargs(run.run_id, tool_call, resume, "durable_dispatch"))
+        return multiple()
