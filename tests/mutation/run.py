@@ -136,8 +136,8 @@ class Worker:
             shutil.rmtree(cache, ignore_errors=True)
         started = time.monotonic()
         try:
-            done = subprocess.run([sys.executable, *args], cwd=self.copy, env=self.env, capture_output=True,
-                                  text=True, timeout=timeout)  # fmt: skip
+            done = subprocess.run([sys.executable, *args], check=False, cwd=self.copy, env=self.env,
+                                  capture_output=True, text=True, timeout=timeout)  # fmt: skip
         except subprocess.TimeoutExpired:
             return None, time.monotonic() - started, "timeout"
         return done.returncode, time.monotonic() - started, done.stdout[-2000:] + done.stderr[-2000:]

@@ -76,7 +76,7 @@ class EdgeRules(CommandDriver):
         elif variant == "other_runs_decision_id" and others:
             resume = fresh.model_copy(update={"decision_id": others[pick % len(others)]})
         elif variant.startswith("same_id") and own:
-            decision_id, (tool_call, resume) = own[pick % len(own)]
+            _, (tool_call, resume) = own[pick % len(own)]
             if variant == "same_id_other_tool_call":
                 tool_call = next((t for t in tickets if t != tool_call), f"{tool_call}-other")
             elif variant == "same_id_other_action":

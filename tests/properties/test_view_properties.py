@@ -95,7 +95,8 @@ def expected_rows(history: list[tuple[int, tuple[str, str, int, int]]]) -> dict[
     for position, (thread, run, first, last) in history:
         ranges[(thread, run, first)] = {
             "thread_id": thread, "run_id": run, "seq_start": first, "seq_end": last,
-            "message_count": max(last - first + 1, 0), "message_ids": [f"{thread}-m{s}" for s in range(first, last + 1)],
+            "message_count": max(last - first + 1, 0),
+            "message_ids": [f"{thread}-m{s}" for s in range(first, last + 1)],
             "checkpointed_at": 1_000 + position, "position": position,
         }  # fmt: skip
     threads: dict[Any, dict[str, Any]] = {}
@@ -110,7 +111,7 @@ def expected_rows(history: list[tuple[int, tuple[str, str, int, int]]]) -> dict[
             "gaps": gaps, "overlaps": overlaps, "has_gaps": bool(gaps), "has_overlaps": bool(overlaps),
         }  # fmt: skip
     return {
-        checkpoint_ranges.RANGES: {key: row for key, row in ranges.items()},
+        checkpoint_ranges.RANGES: dict(ranges),
         checkpoint_ranges.THREADS: threads,
     }
 
