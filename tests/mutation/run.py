@@ -209,7 +209,10 @@ def main() -> int:
             except queue.Empty:
                 return
             results[mutant] = worker.test(mutant, timeout)
-            print(f"[{len(results)}/{len(chosen)}] {results[mutant][0]:8} {mutant.name}", flush=True)
+            print(
+                f"[{len(results)}/{len(chosen)}] {results[mutant][0]:8} {results[mutant][1]:5.1f}s {mutant.name}",
+                flush=True,
+            )
 
     started = time.monotonic()
     threads = [threading.Thread(target=work, args=(w,)) for w in workers]

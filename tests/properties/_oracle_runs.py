@@ -80,6 +80,8 @@ def decide(m: Model, now: int, kw: dict[str, Any]) -> Expect:
 
     def then(outcome: Any) -> None:
         m.decisions[key], m.outcomes[key] = (tool, resume), outcome
+        written = outcome.resume_dispatch_id if not remaining else run.dispatch_id
+        m.decision_facts[key] = (now, kw.get("delivery_path", "durable_dispatch"), written)
         same(outcome, run_id=run.run_id, tool_call_id=tool, decision_id=resume.decision_id, action=resume.action)
         same(outcome, approved=resume.approved, pending_tool_calls=remaining)
         after = m.runs[run.run_id]
@@ -152,6 +154,7 @@ def commit_messages(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         assert result == _range(thread, run.run_id, first, ids), result
         m.committed[thread] = first + len(ids) - 1
         m.commits += 1
+        m.checkpoints.append((thread, run.run_id, first, ids, now))
         for offset, (i, text) in enumerate(zip(ids, texts, strict=True)):
             m.messages[(thread, i)] = StoredMessage(run.run_id, text, first + offset)
 

@@ -34,7 +34,7 @@ from run_mailbox.projections.schema import copy_row, matches, sort_rows
 from run_mailbox.projections.stores.memory import MemoryViewStore
 from run_mailbox.projections.view import BufferedTx, View, tables_of
 from run_mailbox.projections.views import ALL_VIEWS
-from tests.properties import _backends
+from tests.properties import _backends, _view_oracle
 from tests.properties._calls import digested, perturbed
 from tests.properties._oracle import conflict, returns
 from tests.properties._vocabulary import Refused
@@ -86,14 +86,24 @@ class HandlerStore:
 
 
 class RebuildMachine(MailboxMachine):
+    """Views built batch by batch, compared after every command with the rows the reference
+    model computes (``_view_oracle``), and at the end with the views rebuilt from position 0."""
+
     def __init__(self) -> None:
         super().__init__()
         self.views = {view.name: MemoryViewStore(view) for view in ALL_VIEWS}
+        self.tool_names: dict[tuple[str, str], str] = {}
 
     def after_command(self, command: str, kwargs: dict[str, Any], outcome: Any, key: str | None) -> None:
+        if command == "suspend" and not isinstance(outcome, Refused):
+            run_id = self.model.dispatches[kwargs["dispatch_id"]].run_id
+            self.tool_names.update({(run_id, t["tool_call_id"]): t["tool_name"] for t in kwargs["tickets"]})
         if self.observed.events:
             for store in self.views.values():
                 store.apply(self.observed.events)
+        expected = _view_oracle.expected_views(self.model, self.tool_names)
+        for name, rows in expected.items():
+            _view_oracle.compare(name, _view_oracle.actual_rows(self.views[name]), rows)
 
     def at_end(self) -> None:
         super().at_end()
