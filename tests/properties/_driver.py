@@ -81,6 +81,8 @@ class CommandDriver(RuleBasedStateMachine):
             key = self.model.fresh("key-")
         call = kwargs if key is None else {**kwargs, "idempotency_key": key}
         before = self.log_length()
+        self.model.checked = set()
+        dispatches_before, runs_before = dict(self.model.dispatches), dict(self.model.runs)
         try:
             outcome: Any = getattr(self.service, command)(**call)
         except MailboxError as error:
@@ -94,6 +96,11 @@ class CommandDriver(RuleBasedStateMachine):
             self._check_success(label, outcome, expect, wrote)
             if key is not None:
                 self.model.keyed.append(Keyed(key, command, kwargs, outcome))
+        m = self.model
+        changed = {("dispatch", i) for i in self.observed.dispatches if dispatches_before.get(i) != m.dispatches[i]}
+        changed |= {("run", i) for i in self.observed.runs if runs_before.get(i) != self.model.runs[i]}
+        unexpected = changed - self.model.checked
+        assert not unexpected, f"{label} changed records the oracle did not expect to change: {sorted(unexpected)}"
         self.after_command(command, kwargs, outcome, key)
         self._healthy = True
         return outcome

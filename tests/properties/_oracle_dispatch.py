@@ -20,11 +20,13 @@ from run_mailbox.domain.errors import (
     InvalidArgument,
     InvalidTransition,
 )
-from run_mailbox.domain.values import RunStatus
+from run_mailbox.domain.run import RunRecord
 from tests.properties._expect import (
     ACKED,
     CANCELLED,
     CLAIMED,
+    CLEARED_CLAIM,
+    CLEARED_RUNTIME,
     DEAD,
     DONE,
     FENCED,
@@ -40,6 +42,7 @@ from tests.properties._expect import (
     Expect,
     backoff,
     is_id,
+    record_is,
     refuse,
     returns,
     run_ended,
@@ -70,7 +73,15 @@ def submit(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         if kw["dispatch_id"] is not None:
             same(record, dispatch_id=kw["dispatch_id"])
         assert m.dispatches[record.dispatch_id] == record, "the returned record is the stored one"
-        same(m.runs[kw["run_id"]], status=RunStatus.CREATED, dispatch_id=record.dispatch_id, thread_id=thread)
+        queued = DispatchRecord(
+            dispatch_id=record.dispatch_id, thread_id=thread, run_id=kw["run_id"], priority=kw["priority"],
+            dedupe_key=key, dispatch_epoch=m.epoch_of(thread), available_at=due, max_attempts=kw["max_attempts"],
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        record_is(m, queued, None)
+        created = RunRecord(run_id=kw["run_id"], thread_id=thread, agent_id=kw["agent_id"],
+                            dispatch_id=record.dispatch_id, created_at=now, updated_at=now)  # fmt: skip
+        record_is(m, created, None)
 
     return succeed(then)
 
@@ -86,6 +97,8 @@ def _claimed(m: Model, before: DispatchRecord, kw: dict[str, Any], now: int) -> 
         same(record, lease_until=now + kw["lease_ms"], attempt_count=before.attempt_count, updated_at=now)
         assert record.claim_token, record
         assert m.dispatches[record.dispatch_id] == record, "the returned record is the stored one"
+        record_is(m, before, now, status=CLAIMED, claim_token=record.claim_token, claimed_by=kw["consumer_id"],
+                  lease_until=now + kw["lease_ms"])  # fmt: skip
 
     return then
 
@@ -128,13 +141,12 @@ def claim_dispatch(m: Model, now: int, kw: dict[str, Any]) -> Expect:
 
 
 def _superseded(m: Model, d: DispatchRecord, reason: str, now: int) -> Check:
-    was_done = m.runs[d.run_id].status is DONE
+    run_before = m.runs[d.run_id]
+    was_done = run_before.status is DONE
 
     def then(_: Any) -> None:
-        record = m.dispatches[d.dispatch_id]
-        same(record, status=SUPERSEDED, last_error=reason, completed_at=now, claim_token=None, lease_until=None)
-        same(record, instance_id=None, run_status=None)
-        run_ended(m, d.run_id, was_done, "cancelled")
+        record_is(m, d, now, status=SUPERSEDED, last_error=reason, completed_at=now, **CLEARED_CLAIM, **CLEARED_RUNTIME)
+        run_ended(m, d.run_id, was_done, "cancelled", before=run_before, now=now)
 
     return then
 
@@ -166,7 +178,7 @@ def extend_lease(m: Model, now: int, kw: dict[str, Any]) -> Expect:
 
         def then(result: bool) -> None:
             assert result is True
-            same(m.dispatches[d.dispatch_id], lease_until=now + kw["lease_ms"], status=CLAIMED)
+            record_is(m, d, now, lease_until=now + kw["lease_ms"])
 
         return succeed(then)
     if refusal.refusal == (DispatchSuperseded,):  # the fence answers False instead of raising
@@ -191,10 +203,17 @@ def record_start(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if m.runs[d.run_id].status is DONE:
         return refuse(InvalidTransition, "the run is done")
 
+    run_before = m.runs[d.run_id]
+
     def then(record: DispatchRecord) -> None:
         instance = kw["instance_id"] or f"{d.dispatch_id}/{d.attempt_count + 1}"
-        same(record, status=CLAIMED, run_status=RUNNING, instance_id=instance)
-        same(m.runs[d.run_id], status=RUNNING, dispatch_id=d.dispatch_id)
+        record_is(m, d, now, run_status=RUNNING, instance_id=instance)
+        if run_before.status is RUNNING and run_before.dispatch_id == d.dispatch_id:
+            record_is(m, run_before, None)  # started already under this dispatch: unchanged
+        else:
+            started = now if run_before.started_at is None else run_before.started_at
+            record_is(m, run_before, now, status=RUNNING, waiting_reason=None, dispatch_id=d.dispatch_id,
+                      started_at=started)  # fmt: skip
 
     return succeed(then)
 
@@ -208,11 +227,11 @@ def ack(m: Model, now: int, kw: dict[str, Any]) -> Expect:
 
     def then(record: DispatchRecord) -> None:
         run_status = DONE if d.run_status is RUNNING else d.run_status
-        same(record, status=ACKED, completed_at=now, claim_token=None, lease_until=None, run_status=run_status)
+        record_is(m, d, now, status=ACKED, completed_at=now, run_status=run_status, **CLEARED_CLAIM)
         if run_before.status is WAITING:
-            same(m.runs[d.run_id], status=WAITING)
+            record_is(m, run_before, None)
         else:
-            run_ended(m, d.run_id, run_before.status is DONE, "natural_end")
+            run_ended(m, d.run_id, run_before.status is DONE, "natural_end", before=run_before, now=now)
 
     return succeed(then)
 
@@ -224,16 +243,16 @@ def nack(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if refusal is not None:
         return refusal
     assert d is not None
-    attempts, was_done = d.attempt_count + 1, m.runs[d.run_id].status is DONE
+    attempts, run_before = d.attempt_count + 1, m.runs[d.run_id]
+    cleared = {**CLEARED_CLAIM, **CLEARED_RUNTIME, "attempt_count": attempts, "last_error": kw["error"]}
 
     def then(record: DispatchRecord) -> None:
-        same(record, attempt_count=attempts, last_error=kw["error"], claim_token=None, instance_id=None)
         if attempts >= d.max_attempts:
-            same(record, status=DEAD, completed_at=now)
-            run_ended(m, d.run_id, was_done, "error", kw["error"])
+            record_is(m, d, now, status=DEAD, completed_at=now, **cleared)
+            run_ended(m, d.run_id, run_before.status is DONE, "error", kw["error"], before=run_before, now=now)
         else:
             due = kw["retry_at"] if kw["retry_at"] is not None else now + backoff(attempts)
-            same(record, status=QUEUED, available_at=due, completed_at=None)
+            record_is(m, d, now, status=QUEUED, available_at=due, completed_at=None, **cleared)
 
     return succeed(then)
 
@@ -245,12 +264,11 @@ def dead_letter(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if refusal is not None:
         return refusal
     assert d is not None
-    was_done = m.runs[d.run_id].status is DONE
+    run_before = m.runs[d.run_id]
 
     def then(record: DispatchRecord) -> None:
-        same(record, status=DEAD, attempt_count=d.attempt_count, last_error=kw["error"], completed_at=now)
-        same(record, claim_token=None, instance_id=None, run_status=None)
-        run_ended(m, d.run_id, was_done, "error", kw["error"])
+        record_is(m, d, now, status=DEAD, last_error=kw["error"], completed_at=now, **CLEARED_CLAIM, **CLEARED_RUNTIME)
+        run_ended(m, d.run_id, run_before.status is DONE, "error", kw["error"], before=run_before, now=now)
 
     return succeed(then)
 
@@ -263,11 +281,11 @@ def cancel(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         return refuse(DispatchNotFound, "no such dispatch")
     if d.status is not QUEUED:
         return refuse(InvalidTransition, f"the dispatch is {d.status.value}, only a queued one is cancelled")
-    was_done = m.runs[d.run_id].status is DONE
+    run_before = m.runs[d.run_id]
 
     def then(record: DispatchRecord) -> None:
-        same(record, status=CANCELLED, completed_at=now)
-        run_ended(m, d.run_id, was_done, "cancelled")
+        record_is(m, d, now, status=CANCELLED, completed_at=now)
+        run_ended(m, d.run_id, run_before.status is DONE, "cancelled", before=run_before, now=now)
 
     return succeed(then)
 
@@ -277,19 +295,22 @@ def interrupt(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if not is_id(thread):
         return refuse(InvalidArgument, "malformed argument")
     old, queued, active = m.epoch_of(thread), m.queued_on(thread), m.claimed_on(thread)
-    done = {d.dispatch_id: m.runs[d.run_id].status is DONE for d in queued}
+    runs_before = {d.dispatch_id: m.runs[d.run_id] for d in queued}
 
     def then(result: Any) -> None:
         m.epochs[thread] = old + 1
         same(result, new_dispatch_epoch=old + 1)
         assert [r.dispatch_id for r in result.superseded] == [q.dispatch_id for q in queued], result
         for q in queued:
-            same(m.dispatches[q.dispatch_id], status=SUPERSEDED, last_error=INTERRUPTED_QUEUED)
-            run_ended(m, q.run_id, done[q.dispatch_id], "cancelled")
+            record_is(m, q, now, status=SUPERSEDED, last_error=INTERRUPTED_QUEUED, completed_at=now)
+            run_before = runs_before[q.dispatch_id]
+            run_ended(m, q.run_id, run_before.status is DONE, "cancelled", before=run_before, now=now)
         if active is None:
             assert result.active_dispatch is None, result
         else:
-            same(result.active_dispatch, dispatch_id=active.dispatch_id, status=CLAIMED)
+            # marked interrupted (once: a claim fenced already is left as it is, Z11)
+            record_is(m, active, now if active.dispatch_epoch == old else None)
+            assert result.active_dispatch == m.dispatches[active.dispatch_id], result
 
     return succeed(then)
 
@@ -301,6 +322,7 @@ def reclaim_expired_leases(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     expired = sorted(claimed, key=lambda d: (d.lease_until, d.dispatch_id))[: kw["limit"]]
     fenced = {d.dispatch_id for d in expired if d.dispatch_epoch < m.epoch_of(d.thread_id)}
     checks = [_superseded(m, d, RECLAIMED_AFTER_INTERRUPT, now) for d in expired if d.dispatch_id in fenced]
+    runs_before = {d.dispatch_id: m.runs[d.run_id] for d in expired}
 
     def then(records: list[DispatchRecord]) -> None:
         assert [r.dispatch_id for r in records] == [d.dispatch_id for d in expired if d.dispatch_id not in fenced]
@@ -309,10 +331,14 @@ def reclaim_expired_leases(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         for d in expired:
             if d.dispatch_id in fenced:
                 continue
-            record, attempts = m.dispatches[d.dispatch_id], d.attempt_count + 1
+            attempts, cleared = d.attempt_count + 1, {**CLEARED_CLAIM, **CLEARED_RUNTIME}
             if attempts >= d.max_attempts:
-                same(record, status=DEAD, attempt_count=attempts, last_error=LEASE_EXHAUSTED, completed_at=now)
+                record_is(m, d, now, status=DEAD, attempt_count=attempts, last_error=LEASE_EXHAUSTED, completed_at=now,
+                          **cleared)  # fmt: skip
+                run_before = runs_before[d.dispatch_id]
+                run_ended(m, d.run_id, run_before.status is DONE, "error", LEASE_EXHAUSTED, before=run_before, now=now)
             else:
-                same(record, status=QUEUED, attempt_count=attempts, available_at=now, last_error=d.last_error)
+                record_is(m, d, now, status=QUEUED, attempt_count=attempts, available_at=now, completed_at=None,
+                          **cleared)  # fmt: skip
 
     return succeed(then, writes=bool(expired))
