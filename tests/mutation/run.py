@@ -44,7 +44,11 @@ SCOPE = ("domain", "projections")
 # tests/projections covers them on SQLite and Postgres.
 EXCLUDED = {"projections/stores/sqlite.py", "projections/stores/postgres.py", "projections/stores/postgres_sql.py"}
 TEST_COMMAND = [
-    *("-m", "pytest", "tests/properties", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation"),
+    *("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation"),
+    # every test of tests/properties, the quick ones first (-x stops at the first failure)
+    "tests/properties/test_view_properties.py",
+    "tests/properties/test_mailbox_state_machine.py",
+    "tests/properties/test_replay_properties.py",
     *("-m", "not postgres", "-k", "not short_random"),
 ]
 EQUIVALENT_FILE = ROOT / "tests" / "mutation" / "equivalent.txt"
@@ -201,6 +205,8 @@ def main() -> int:
     for mutant in chosen:
         todo.put(mutant)
     results: dict[Mutant, tuple[str, float]] = {}
+    lock = threading.Lock()
+    started = time.monotonic()
 
     def work(worker: Worker) -> None:
         while True:
@@ -214,18 +220,17 @@ def main() -> int:
                 flush=True,
             )
 
-    started = time.monotonic()
     threads = [threading.Thread(target=work, args=(w,)) for w in workers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    write_report(options, everything, chosen, results, time.monotonic() - started)
+    write_report(options, everything, chosen, results, time.monotonic() - started, partial=False)
     return 0
 
 
 def write_report(options: argparse.Namespace, everything: list[Mutant], chosen: list[Mutant],
-                 results: dict[Mutant, tuple[str, float]], elapsed: float) -> None:  # fmt: skip
+                 results: dict[Mutant, tuple[str, float]], elapsed: float, partial: bool) -> None:  # fmt: skip
     known = equivalents()
     survivors = [m for m in chosen if results[m][0] == "survived"]
     equivalent = [m for m in survivors if m.key in known]
@@ -234,7 +239,7 @@ def write_report(options: argparse.Namespace, everything: list[Mutant], chosen: 
     counted = len(chosen) - len(equivalent)
     score = 100.0 * killed / counted if counted else 100.0
     lines = [
-        "# Mutation report",
+        "# Mutation report" + (" (partial: the run is still going or was stopped)" if partial else ""),
         "",
         f"Command: `{' '.join(sys.argv)}` ({len(everything)} mutants in scope, {len(chosen)} tested, "
         f"{options.jobs} workers, {elapsed / 60:.1f} min).",

@@ -13,8 +13,15 @@ def ticket(tool_call_id: str) -> dict[str, Any]:
     return {"tool_call_id": tool_call_id, "tool_name": "shell", "arguments": {"cmd": tool_call_id}}
 
 
+ROLES = ("assistant", "user", "tool", "system")
+
+
 def message(message_id: str, text: str | None = None) -> dict[str, Any]:
-    return {"message_id": message_id, "role": "assistant", "content": [{"type": "text", "text": text or message_id}]}
+    """A text message; its role and visibility follow from its id (so the same id is the same message)."""
+    number = sum(map(ord, message_id))
+    role, visibility = ROLES[number % 4], "internal" if number % 3 == 0 else "all"
+    content = [{"type": "text", "text": text or message_id}]
+    return {"message_id": message_id, "role": role, "visibility": visibility, "content": content}
 
 
 def _unknown_calls(ident: str) -> dict[str, dict[str, Any]]:

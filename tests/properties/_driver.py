@@ -81,7 +81,7 @@ class CommandDriver(RuleBasedStateMachine):
             key = self.model.fresh("key-")
         call = kwargs if key is None else {**kwargs, "idempotency_key": key}
         before = self.log_length()
-        self.model.checked = set()
+        self.model.checked, self.model.new_messages = set(), []
         dispatches_before, runs_before = dict(self.model.dispatches), dict(self.model.runs)
         try:
             outcome: Any = getattr(self.service, command)(**call)

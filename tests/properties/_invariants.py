@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from run_mailbox.domain.ids import mailbox_aggregate_id
-from run_mailbox.domain.thread_log import thread_log_id
+from run_mailbox.domain.thread_log import message_aggregate_id, thread_log_id
 from run_mailbox.domain.values import DispatchStatus
 from tests.properties._model import THREADS, Model
 from tests.properties._oracle import RUN_FINISHED_FIRST
@@ -148,6 +148,35 @@ def thread_logs_agree(service: Any, m: Model, threads: Iterable[str]) -> None:
         if m.committed[thread]:
             log = service.repository.get(thread_log_id(thread)).record
             assert log.message_count == m.committed[thread], f"thread {thread} log holds {log.message_count}"
+
+
+# Spec payloads section 8: the canonical message_kind of a role and visibility.
+MESSAGE_KIND = {
+    ("user", "all"): "user_input",
+    ("user", "internal"): "internal_user_input",
+    ("assistant", "all"): "assistant_output",
+    ("assistant", "internal"): "assistant_output",
+    ("tool", "all"): "tool_result",
+    ("tool", "internal"): "tool_result",
+    ("system", "all"): "system",
+    ("system", "internal"): "internal_system",
+}
+
+
+def new_messages_are_stored_as_committed(service: Any, m: Model) -> None:
+    """Each message the last command committed is stored whole: its seq, its parent (the thread's
+    message before it), its role, visibility, content, kind and time."""
+    for thread, message, now in m.new_messages:
+        stored = m.messages[(thread, message["message_id"])]
+        before = [mid for (t, mid), s in m.messages.items() if t == thread and s.seq == stored.seq - 1]
+        got = service.repository.get(message_aggregate_id(thread, message["message_id"])).record
+        want = {
+            "thread_id": thread, "run_id": stored.run_id, "message_id": message["message_id"],
+            "message_seq": stored.seq, "role": message["role"], "visibility": message["visibility"],
+            "content_blocks": message["content"], "message_kind": MESSAGE_KIND[(message["role"], message["visibility"])],
+            "parent_message_id": before[0] if before else None, "created_at": now,
+        }  # fmt: skip
+        assert got.model_dump(mode="json") == want, f"message {message['message_id']}: stored {got}, expected {want}"
 
 
 def everything_agrees(service: Any, m: Model) -> None:

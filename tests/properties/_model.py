@@ -113,6 +113,7 @@ class Model:
         self._counter = 0
         # Where in the log each fact was last written (the views keep these positions)
         self.positions = Positions()
+        self.new_messages: list[tuple[str, dict[str, Any], int]] = []  # committed by the last command
         self.checked: set[tuple[str, str]] = set()  # records the oracle checked whole in this command
 
     def fresh(self, prefix: str) -> str:

@@ -172,6 +172,7 @@ def commit_messages(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         m.checkpoints.append((thread, run.run_id, first, ids, now))
         for offset, (i, text) in enumerate(zip(ids, texts, strict=True)):
             m.messages[(thread, i)] = StoredMessage(run.run_id, text, first + offset)
+        m.new_messages = [(thread, x, now) for x in kw["messages"]]
 
     return succeed(then)
 

@@ -342,6 +342,7 @@ class MailboxMachine(EdgeRules):
         _invariants.mailboxes_offer_the_best_ready(self.service, m, self.clock.now, THREADS if moved else touched)
         _invariants.mailboxes_agree(self.service, m, touched)
         _invariants.thread_logs_agree(self.service, m, touched)
+        _invariants.new_messages_are_stored_as_committed(self.service, m)
 
 
 def machine_on(backend: _backends.Backend, name: str, base: type[MailboxMachine] = MailboxMachine) -> type[Any]:
