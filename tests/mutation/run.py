@@ -215,10 +215,11 @@ def main() -> int:
             except queue.Empty:
                 return
             results[mutant] = worker.test(mutant, timeout)
-            print(
-                f"[{len(results)}/{len(chosen)}] {results[mutant][0]:8} {results[mutant][1]:5.1f}s {mutant.name}",
-                flush=True,
-            )
+            outcome, took = results[mutant]
+            print(f"[{len(results)}/{len(chosen)}] {outcome:8} {took:5.1f}s {mutant.name}", flush=True)
+            with lock:  # the report so far, rewritten after every mutant (a long run can be stopped)
+                done = [m for m in chosen if m in results]
+                write_report(options, everything, done, dict(results), time.monotonic() - started, partial=True)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in workers]
     for thread in threads:

@@ -173,7 +173,8 @@ def new_messages_are_stored_as_committed(service: Any, m: Model) -> None:
         want = {
             "thread_id": thread, "run_id": stored.run_id, "message_id": message["message_id"],
             "message_seq": stored.seq, "role": message["role"], "visibility": message["visibility"],
-            "content_blocks": message["content"], "message_kind": MESSAGE_KIND[(message["role"], message["visibility"])],
+            "content_blocks": message["content"],
+            "message_kind": MESSAGE_KIND[(message["role"], message["visibility"])],
             "parent_message_id": before[0] if before else None, "created_at": now,
         }  # fmt: skip
         assert got.model_dump(mode="json") == want, f"message {message['message_id']}: stored {got}, expected {want}"
