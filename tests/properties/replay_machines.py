@@ -34,7 +34,7 @@ from run_mailbox.projections.schema import copy_row, matches, sort_rows
 from run_mailbox.projections.stores.memory import MemoryViewStore
 from run_mailbox.projections.view import BufferedTx, View, tables_of
 from run_mailbox.projections.views import ALL_VIEWS
-from tests.properties import _backends, _view_oracle
+from tests.properties import _backends, _canonical_oracle, _view_oracle
 from tests.properties._calls import digested, perturbed
 from tests.properties._oracle import conflict, returns
 from tests.properties._vocabulary import Refused
@@ -107,6 +107,7 @@ class RebuildMachine(MailboxMachine):
 
     def at_end(self) -> None:
         super().at_end()
+        _canonical_oracle.check_export(self.model, canonical_feed.feed(self.views["canonical_feed"], limit=10**6))
         for name, incremental in self.views.items():
             replayed = rebuilt(incremental.view, self.service, batch_size=7)
             assert replayed.position() == incremental.position() == self.model.position
@@ -214,6 +215,7 @@ class CanonicalMachine(MailboxMachine):
         again = MailboxService(env=self.service.env, clock=self.clock)
         try:
             assert self.export(again) == first, "another service on the same file exports other bytes"
+            _canonical_oracle.check_export(self.model, list(self.service.canonical_events(limit=10_000)))
         finally:
             again.close()
         store = rebuilt(canonical_feed.VIEW, self.service, batch_size=50)
