@@ -19,7 +19,8 @@ from hypothesis.stateful import multiple, rule
 
 from run_mailbox.domain.permissions import ToolCallResume
 from tests.properties._driver import CommandDriver
-from tests.properties._model import CLAIMED, QUEUED
+from tests.properties._model import CLAIMED, QUEUED, THREADS
+from tests.properties._oracle import PREDICT
 from tests.properties._vocabulary import CLAIMS, SUBMITTED, THREAD_IDS, Claim, Refused, Submitted
 
 DECISION_VARIANTS = [
@@ -30,6 +31,7 @@ DECISION_VARIANTS = [
     "same_id_other_result",
     "fresh_for_pending",
 ]
+DEFAULTED = ["submit", "claim", "claim_next", "reclaim_expired_leases", "decide"]
 FOLLOWERS = ["reclaim_after_lease", "owner_acks", "finish_claimed_run", "claim", "decide_pending", "nothing"]
 
 
@@ -87,6 +89,38 @@ class EdgeRules(CommandDriver):
         if isinstance(outcome, Refused) or outcome.resume_dispatch_id is None:
             return multiple()
         return Submitted(outcome.resume_dispatch_id, run.run_id)
+
+    @rule(target=CLAIMS, command=st.sampled_from(DEFAULTED), thread=st.sampled_from(THREADS), pick=st.integers(0, 5))
+    def with_defaults(self, command: str, thread: str, pick: int) -> Any:
+        """A command with its optional arguments left out: the oracle sees the spec's defaults
+        (priority 128, 5 attempts, due now, a 30 s lease, claim_next of 1, a sweep of 100, a
+        resume at the priority of the run's own dispatch, delivered by durable_dispatch)."""
+        m = self.model
+        if command == "submit":
+            call = {"thread_id": thread, "run_id": m.fresh("r")}
+            full = {**call, "agent_id": "default", "priority": 128, "dedupe_key": None, "max_attempts": 5,
+                    "available_at": None, "dispatch_id": None}  # fmt: skip
+        elif command == "claim":
+            call = {"thread_id": thread, "consumer_id": "w1"}
+            full = {**call, "lease_ms": 30_000}
+        elif command == "claim_next":
+            call = {"consumer_id": "w2"}
+            full = {**call, "lease_ms": 30_000, "limit": 1}
+        elif command == "reclaim_expired_leases":
+            call, full = {}, {"limit": 100}
+        else:
+            waiting = [r for r in m.runs.values() if r.pending_tickets() and r.status.value == "waiting"]
+            if not waiting:
+                return multiple()
+            run = waiting[pick % len(waiting)]
+            resume = ToolCallResume(decision_id=m.fresh("x"), action="resume")
+            call = {"run_id": run.run_id, "tool_call_id": run.pending_tickets()[0].tool_call_id, "resume": resume}
+            full = {**call, "delivery_path": "durable_dispatch", "resume_dispatch_id": None, "priority": None}
+        outcome = self.execute(command, call, expect=PREDICT[command](m, self.clock.now, full))
+        if command in ("claim", "claim_next") and outcome is not None and not isinstance(outcome, Refused):
+            records = outcome if isinstance(outcome, list) else [outcome]
+            return multiple(*(Claim(r.dispatch_id, r.claim_token) for r in records))
+        return multiple()
 
     @rule(target=CLAIMS, thread=THREAD_IDS, then=st.sampled_from(FOLLOWERS))
     def interrupt_and_follow(self, thread: str, then: str) -> Any:

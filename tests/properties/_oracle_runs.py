@@ -86,6 +86,9 @@ def decide(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if not remaining and chosen is not None and chosen in m.dispatches:
         return refuse(ResumeFailed, "the resume dispatch id is taken", lambda _: record_is(m, run, None))
 
+    current = m.dispatches.get(run.dispatch_id or "")
+    priority = kw["priority"] if kw["priority"] is not None else (current.priority if current else 128)
+
     def then(outcome: Any) -> None:
         m.decisions[key], m.outcomes[key] = (tool, resume), outcome
         written = outcome.resume_dispatch_id if not remaining else run.dispatch_id
@@ -103,7 +106,7 @@ def decide(m: Model, now: int, kw: dict[str, Any]) -> Expect:
             return
         assert new is not None and (chosen is None or new == chosen), outcome
         resumed = DispatchRecord(
-            dispatch_id=new, thread_id=run.thread_id, run_id=run.run_id, priority=kw["priority"],
+            dispatch_id=new, thread_id=run.thread_id, run_id=run.run_id, priority=priority,
             dispatch_epoch=m.epoch_of(run.thread_id), available_at=now, max_attempts=5, created_at=now, updated_at=now,
         )  # fmt: skip
         record_is(m, resumed, None)

@@ -148,6 +148,9 @@ class ReissueMachine(MailboxMachine):
             return  # a re-issue itself, or a refusal (which records no key)
         entry, observed = self.model.keyed[-1], self.observed
         assert entry.key == key
+        row = self.service.tables.find_idempotency(key)
+        assert row is not None and row.command == command, f"key {key} recorded as {row}, not {command}"
+        assert len(row.digest) == 64 and int(row.digest, 16) >= 0, row
         self.execute(command, {**kwargs, "idempotency_key": key}, expect=returns(outcome, "the key's first result"))
         for pick, name in enumerate(digested(entry)):
             changed = {**perturbed(entry, pick), "idempotency_key": key}
