@@ -34,7 +34,7 @@ from run_mailbox.projections.schema import copy_row, matches, sort_rows
 from run_mailbox.projections.stores.memory import MemoryViewStore
 from run_mailbox.projections.view import BufferedTx, View, tables_of
 from run_mailbox.projections.views import ALL_VIEWS
-from tests.properties import _backends, _canonical_oracle, _view_oracle
+from tests.properties import _backends, _canonical_oracle, _query_oracle, _view_oracle
 from tests.properties._calls import digested, perturbed
 from tests.properties._oracle import conflict, returns
 from tests.properties._vocabulary import Refused
@@ -101,13 +101,15 @@ class RebuildMachine(MailboxMachine):
         if self.observed.events:
             for store in self.views.values():
                 store.apply(self.observed.events)
-        expected = _view_oracle.expected_views(self.model, self.tool_names)
-        for name, rows in expected.items():
+        self.expected = _view_oracle.expected_views(self.model, self.tool_names)
+        for name, rows in self.expected.items():
             _view_oracle.compare(name, _view_oracle.actual_rows(self.views[name]), rows)
 
     def at_end(self) -> None:
         super().at_end()
         _canonical_oracle.check_export(self.model, canonical_feed.feed(self.views["canonical_feed"], limit=10**6))
+        _query_oracle.check_queries(self.model, self.views, self.expected, self.clock.now)
+        _query_oracle.check_feed(self.views["canonical_feed"])
         for name, incremental in self.views.items():
             replayed = rebuilt(incremental.view, self.service, batch_size=7)
             assert replayed.position() == incremental.position() == self.model.position
