@@ -24,17 +24,15 @@ def _rows(result: list[Any]) -> list[dict[str, Any]]:
 def check_queries(m: Model, stores: dict[str, Any], want: dict[str, Rows], now: int) -> None:
     queue = list(want["dispatch_queue"]["dispatch_queue"].values())
     busy = {r["thread_id"] for r in queue if r["status"] == "claimed"}
-    ready = sorted(
-        (r for r in queue if r["status"] == "queued" and r["available_at"] <= now and r["thread_id"] not in busy),
+    queued = sorted(
+        (r for r in queue if r["status"] == "queued" and r["thread_id"] not in busy),
         key=lambda r: (r["priority"], r["created_at"], r["dispatch_id"]),
     )
     store = stores["dispatch_queue"]
-    for t in (now - 1, now, now + 1):
-        due = [r for r in ready if r["available_at"] <= t] if t <= now else ready
-        assert [r["dispatch_id"] for r in _rows(dispatch_queue.ready(store, t))] == [r["dispatch_id"] for r in due][
-            :100
-        ]
-    assert _rows(dispatch_queue.ready(store, now, limit=1)) == ready[:1]
+    for t in (now - 1, now, now + 1, *(r["available_at"] for r in queued)):
+        due = [r for r in queued if r["available_at"] <= t]
+        assert _rows(dispatch_queue.ready(store, t)) == due[:100], f"ready at {t}"
+        assert _rows(dispatch_queue.ready(store, t, limit=1)) == due[:1], f"ready at {t}, limit 1"
     leased = sorted((r for r in queue if r["status"] == "claimed"), key=lambda r: (r["lease_until"], r["dispatch_id"]))
     assert _rows(dispatch_queue.claimed_by_lease_expiry(store)) == leased
     assert _rows(dispatch_queue.claimed_by_lease_expiry(store, limit=1)) == leased[:1]
