@@ -24,8 +24,29 @@ DISPATCH_KINDS = {
 }  # fmt: skip
 
 
+# The spec's kinds and which of them the upstream records (payloads.md)
+UPSTREAM = {
+    "RunQueued", "RunSubmitted", "RunRescheduled", "RunCancelled", "RunInterrupted", "RunErrored",
+    "MailboxDecisionReceived", "ToolPermissionResolved", "MailboxResumeFailed", "ThreadMessagesCheckpointed",
+    "MessageCommitted",
+}  # fmt: skip
+OURS = {
+    "DispatchClaimed", "LeaseExtended", "DispatchAcked", "DispatchDeadLettered", "RunSuperseded", "RunCreated",
+    "RunStarted", "RunFinished", "RunSuspended",
+}  # fmt: skip
+
+
 def check_export(m: Model, envelopes: list[Any]) -> None:
     lines = [e.model_dump(mode="json") for e in envelopes]
+    versions: Counter[str] = Counter()
+    for e in lines:
+        assert e["kind"] in UPSTREAM | OURS, f"a kind the spec does not know: {e}"
+        assert e["upstream"] == (e["kind"] in UPSTREAM), f"upstream flag of {e['kind']}: {e}"
+        if e["kind"] in DISPATCH_KINDS:  # keyed by attempt (upstream kinds) or by the dispatch's version
+            dispatch_id = e["payload"]["dispatch_id"]
+            versions[dispatch_id] += 1
+            tail = e["payload"]["attempt_count"] if e["upstream"] else versions[dispatch_id]
+            assert e["idempotency_key"] == f"{e['kind']}/{dispatch_id}/{tail}", e
     positions = [e["position"] for e in lines]
     assert positions == sorted(set(positions)), "envelopes out of log order or repeated"
     for e in lines:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from hypothesis.stateful import RuleBasedStateMachine
 
-from run_mailbox.domain.errors import DispatchSuperseded, MailboxError, ResumeFailed
+from run_mailbox.domain.errors import DispatchSuperseded, InvalidArgument, MailboxError, ResumeFailed
 from run_mailbox.infrastructure.service import MailboxService
 from tests.properties import _backends, _invariants
 from tests.properties._model import Keyed, Model, Observed
@@ -91,7 +91,7 @@ class CommandDriver(RuleBasedStateMachine):
         self.observed = self.model.observe(self.service)
         label = f"{command}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
         if isinstance(outcome, Refused):
-            self._check_refusal(label, outcome.error, expect, wrote, key)
+            self._check_refusal(label, outcome.error, expect, wrote, key, kwargs)
         else:
             self._check_success(label, outcome, expect, wrote)
             if key is not None:
@@ -105,7 +105,9 @@ class CommandDriver(RuleBasedStateMachine):
         self._healthy = True
         return outcome
 
-    def _check_refusal(self, label: str, error: MailboxError, expect: Expect, wrote: int, key: str | None) -> None:
+    def _check_refusal(
+        self, label: str, error: MailboxError, expect: Expect, wrote: int, key: str | None, kwargs: dict[str, Any]
+    ) -> None:
         if isinstance(error, WRITING_REFUSALS):
             assert wrote > 0, f"{label}: {type(error).__name__} must record what it found, wrote nothing"
         else:
@@ -116,6 +118,11 @@ class CommandDriver(RuleBasedStateMachine):
         assert type(error) in expect.refusal, f"{label} was refused with {error!r}; expected {wanted} ({expect.why})"
         if expect.then is not None:
             expect.then(error)
+        if isinstance(error, InvalidArgument):  # it names the argument (or a part of it) and its value
+            top = error.field.split("[")[0].split(".")[0]
+            assert top in kwargs or top == "arguments", f"{label}: InvalidArgument names {error.field!r}"
+            if error.field in kwargs and not isinstance(kwargs[error.field], (list, dict)):
+                assert error.value == kwargs[error.field], f"{label}: InvalidArgument shows {error.value!r}"
 
     def _check_success(self, label: str, result: Any, expect: Expect, wrote: int) -> None:
         if expect.refusal:

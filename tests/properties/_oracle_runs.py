@@ -138,7 +138,7 @@ def finish_run(m: Model, now: int, kw: dict[str, Any]) -> Expect:
 
 def commit_messages(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     thread, ids, expected = kw["thread_id"], [x["message_id"] for x in kw["messages"]], kw["expected_first_seq"]
-    if not is_id(thread) or not is_id(kw["run_id"]) or not ids or (expected is not None and expected < 1):
+    if not is_id(thread) or not is_id(kw["run_id"]) or not ids or (expected is not None and not 1 <= expected <= 2**62):
         return refuse(InvalidArgument, "malformed argument")
     run = m.runs.get(kw["run_id"])
     if run is None:

@@ -280,7 +280,7 @@ class MailboxMachine(EdgeRules):
         which=st.sampled_from(["fresh", "fresh", "fresh", "again", "taken", "repeated", "none"]),
         count=st.integers(1, 3),
         altered=st.sampled_from([False, False, False, True]),
-        expected=mostly(["none", "next"], ["wrong"]),
+        expected=mostly(["none", "next"], ["wrong", "huge"]),
         elsewhere=st.sampled_from([False, False, False, False, True]),
         keyed=KEYED,
     )
@@ -296,7 +296,9 @@ class MailboxMachine(EdgeRules):
             "thread_id": thread,
             "run_id": submission.run_id,
             "messages": messages,
-            "expected_first_seq": {"none": None, "next": following, "wrong": following + 1}[expected],
+            "expected_first_seq": {"none": None, "next": following, "wrong": following + 1, "huge": 2**62 + 1}[
+                expected
+            ],
         }
         self.execute("commit_messages", kwargs, keyed)
 
