@@ -17,6 +17,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import multiple, rule
 
+from run_mailbox.domain.errors import InvalidArgument
 from run_mailbox.domain.permissions import ToolCallResume
 from tests.properties._driver import CommandDriver
 from tests.properties._model import CLAIMED, QUEUED, THREADS
@@ -31,6 +32,15 @@ DECISION_VARIANTS = [
     "same_id_other_result",
     "fresh_for_pending",
 ]
+POSITIONAL: dict[str, tuple[str, dict[str, Any]]] = {
+    "submit": ("thread_id", {"run_id": "r-x"}),
+    "claim": ("thread_id", {"consumer_id": "w1"}),
+    "claim_dispatch": ("dispatch_id", {"consumer_id": "w1"}),
+    "cancel": ("dispatch_id", {}),
+    "interrupt": ("thread_id", {}),
+    "ack": ("dispatch_id", {"claim_token": "tok"}),
+    "finish_run": ("run_id", {"termination": {"type": "stopped"}}),
+}
 DEFAULTED = ["submit", "claim", "claim_next", "reclaim_expired_leases", "decide"]
 FOLLOWERS = ["reclaim_after_lease", "owner_acks", "finish_claimed_run", "claim", "decide_pending", "nothing"]
 
@@ -121,6 +131,19 @@ class EdgeRules(CommandDriver):
             records = outcome if isinstance(outcome, list) else [outcome]
             return multiple(*(Claim(r.dispatch_id, r.claim_token) for r in records))
         return multiple()
+
+    @rule(command=st.sampled_from(sorted(POSITIONAL)), bad=st.sampled_from(["", " x", "x\n"]))
+    def positionally(self, command: str, bad: str) -> None:
+        """A malformed first argument passed by position: refused naming that argument and its value."""
+        name, rest = POSITIONAL[command]
+        before = self.log_length()
+        try:
+            getattr(self.service, command)(bad, **rest)
+        except InvalidArgument as error:
+            assert (error.field, error.value) == (name, bad), f"{command}({bad!r}, ...) refused naming {error.field}"
+        else:
+            raise AssertionError(f"{command}({bad!r}, ...) was accepted")
+        assert self.log_length() == before, f"{command}({bad!r}, ...) was refused yet wrote"
 
     @rule(target=CLAIMS, thread=THREAD_IDS, then=st.sampled_from(FOLLOWERS))
     def interrupt_and_follow(self, thread: str, then: str) -> Any:
