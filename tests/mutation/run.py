@@ -46,6 +46,7 @@ EXCLUDED = {"projections/stores/sqlite.py", "projections/stores/postgres.py", "p
 TEST_COMMAND = [
     *("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation"),
     # every test of tests/properties, the quick ones first (-x stops at the first failure)
+    "tests/properties/test_limits.py",
     "tests/properties/test_view_properties.py",
     "tests/properties/test_mailbox_state_machine.py",
     "tests/properties/test_replay_properties.py",

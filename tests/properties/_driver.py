@@ -120,6 +120,7 @@ class CommandDriver(RuleBasedStateMachine):
             expect.then(error)
         if isinstance(error, InvalidArgument):  # it names the argument (or a part of it) and its value
             top = error.field.split("[")[0].split(".")[0]
+            assert not error.reason.startswith("Value error"), f"{label}: pydantic's wrapper in {error.reason!r}"
             assert top in kwargs or top == "arguments", f"{label}: InvalidArgument names {error.field!r}"
             if error.field in kwargs and not isinstance(kwargs[error.field], (list, dict)):
                 assert error.value == kwargs[error.field], f"{label}: InvalidArgument shows {error.value!r}"

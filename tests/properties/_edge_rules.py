@@ -19,6 +19,7 @@ from hypothesis.stateful import multiple, rule
 
 from run_mailbox.domain.errors import InvalidArgument
 from run_mailbox.domain.permissions import ToolCallResume
+from tests.properties._calls import message
 from tests.properties._driver import CommandDriver
 from tests.properties._model import CLAIMED, QUEUED, THREADS
 from tests.properties._oracle import PREDICT
@@ -41,7 +42,7 @@ POSITIONAL: dict[str, tuple[str, dict[str, Any]]] = {
     "ack": ("dispatch_id", {"claim_token": "tok"}),
     "finish_run": ("run_id", {"termination": {"type": "stopped"}}),
 }
-DEFAULTED = ["submit", "claim", "claim_next", "reclaim_expired_leases", "decide"]
+DEFAULTED = ["submit", "claim", "claim_next", "reclaim_expired_leases", "decide", "commit_messages"]
 FOLLOWERS = ["reclaim_after_lease", "owner_acks", "finish_claimed_run", "claim", "decide_pending", "nothing"]
 
 
@@ -118,6 +119,13 @@ class EdgeRules(CommandDriver):
             full = {**call, "lease_ms": 30_000, "limit": 1}
         elif command == "reclaim_expired_leases":
             call, full = {}, {"limit": 100}
+        elif command == "commit_messages":
+            runs = sorted(r.run_id for r in m.runs_on(thread))
+            if not runs:
+                return multiple()
+            messages = [message(m.fresh("m"))]
+            call = {"thread_id": thread, "run_id": runs[pick % len(runs)], "messages": messages}
+            full = {**call, "expected_first_seq": None}
         else:
             waiting = [r for r in m.runs.values() if r.pending_tickets() and r.status.value == "waiting"]
             if not waiting:
