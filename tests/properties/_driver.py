@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine
 
 from run_mailbox.domain.errors import DispatchSuperseded, InvalidArgument, MailboxError, ResumeFailed
 from run_mailbox.infrastructure.service import MailboxService
-from tests.properties import _backends, _invariants
+from tests.properties import _backends, _invariants, _refusals
 from tests.properties._model import Keyed, Model, Observed
 from tests.properties._oracle import PREDICT, Expect
 from tests.properties._vocabulary import Clock, Refused, set_running
@@ -118,6 +118,7 @@ class CommandDriver(RuleBasedStateMachine):
         assert type(error) in expect.refusal, f"{label} was refused with {error!r}; expected {wanted} ({expect.why})"
         if expect.then is not None:
             expect.then(error)
+        _refusals.check_subject(label.split("(", maxsplit=1)[0], kwargs, error, self.model)
         if isinstance(error, InvalidArgument):  # it names the argument (or a part of it) and its value
             top = error.field.split("[")[0].split(".")[0]
             assert not error.reason.startswith("Value error"), f"{label}: pydantic's wrapper in {error.reason!r}"

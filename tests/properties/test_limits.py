@@ -9,12 +9,17 @@ cases), rather than a sample.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
+from uuid import RFC_4122, UUID
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from run_mailbox.domain.errors import InvalidArgument, SeqConflict
+from run_mailbox.domain.ids import new_id
 from run_mailbox.infrastructure.service import MailboxService
 
 MAX_ID, MAX_TEXT, MAX_MILLIS = 256, 16_384, 253_402_300_799_999
@@ -88,3 +93,18 @@ def test_a_sweep_without_a_limit_reclaims_at_most_100_expired_leases() -> None:
     assert len(service.reclaim_expired_leases(now=2_000)) == 100
     assert len(service.reclaim_expired_leases(now=2_000)) == 1
     service.close()
+
+
+@settings(max_examples=20, deadline=None)
+@given(count=st.integers(1, 50))
+def test_generated_ids_are_uuid7_stamped_with_the_time_they_were_made(count: int) -> None:
+    """A dispatch id the caller does not give is a UUIDv7 (RFC 9562): version 7, variant 10, its
+    first 48 bits the Unix time in ms when it was made, and distinct from every other id."""
+    before = time.time_ns() // 1_000_000
+    made = [new_id() for _ in range(count)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(made)) == count
+    for text in made:
+        value = UUID(text)
+        assert (value.version, value.variant) == (7, RFC_4122), text
+        assert before <= value.int >> 80 <= after, text
