@@ -32,6 +32,7 @@ DECISION_VARIANTS = [
     "same_id_other_action",
     "same_id_other_result",
     "fresh_for_pending",
+    "malformed_decision_id",
 ]
 POSITIONAL: dict[str, tuple[str, dict[str, Any]]] = {
     "submit": ("thread_id", {"run_id": "r-x"}),
@@ -84,7 +85,9 @@ class EdgeRules(CommandDriver):
         pending = [t.tool_call_id for t in run.pending_tickets()] or tickets
         fresh = ToolCallResume(decision_id=m.fresh("x"), action="resume", result={"approved": bool(pick % 2)})
         tool_call, resume = pending[pick % len(pending)], fresh
-        if variant == "decided_call_new_id" and run.decisions:
+        if variant == "malformed_decision_id":
+            resume = fresh.model_copy(update={"decision_id": f" {fresh.decision_id}"})
+        elif variant == "decided_call_new_id" and run.decisions:
             tool_call = run.decisions[pick % len(run.decisions)].tool_call_id
         elif variant == "other_runs_decision_id" and others:
             resume = fresh.model_copy(update={"decision_id": others[pick % len(others)]})

@@ -40,7 +40,14 @@ from tests.properties._model import Model, StoredMessage
 from tests.properties._oracle_dispatch import owner_or_refusal
 
 
+def _names(field: str) -> Any:
+    return lambda error: same(error, field=field)
+
+
 def suspend(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    bad = [i for i, t in enumerate(kw["tickets"]) if not is_id(t["tool_call_id"])]
+    if bad and is_id(kw["dispatch_id"]) and is_id(kw["claim_token"]):
+        return refuse(InvalidArgument, "a malformed tool call id", _names(f"tickets[{bad[0]}].tool_call_id"))
     d, refusal = owner_or_refusal(m, now, "suspend", kw)
     if refusal is not None and refusal.refusal not in ((InvalidTransition,), (ClaimTokenMismatch,)):
         return refusal  # malformed, unknown, or fenced: decided before the run is looked at
@@ -68,6 +75,8 @@ def decide(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     resume, tool = kw["resume"], kw["tool_call_id"]
     if not is_id(kw["run_id"]) or not is_id(tool):
         return refuse(InvalidArgument, "malformed argument")
+    if not is_id(resume.decision_id):
+        return refuse(InvalidArgument, "a malformed decision id", _names("resume.decision_id"))
     run = m.runs.get(kw["run_id"])
     if run is None:
         return refuse(RunNotFound, "no such run")

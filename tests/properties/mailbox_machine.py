@@ -207,7 +207,7 @@ class MailboxMachine(EdgeRules):
     def suspend(self, claim: Claim, token: str, tickets: str, keyed: bool) -> None:
         """Suspends for 1-3 new tool calls, or for none, a repeated one, or one decided before."""
         run = self.model.runs[self.model.dispatches[claim.dispatch_id].run_id]
-        calls = {"none": [], "repeated": ["c-same", "c-same"]}.get(tickets)
+        calls = {"none": [], "repeated": ["c-same", "c-same"], "malformed": ["c-ok", " c-padded"]}.get(tickets)
         if tickets == "decided":
             calls = [d.tool_call_id for d in run.decisions[-1:]] or ["c-none"]
         if calls is None:
