@@ -9,6 +9,10 @@ writer is retried too, so a caller never sees a refusal the current state would 
 
 Under an idempotency key, the key is looked up before every attempt: once a concurrent
 duplicate of the command has committed, every other copy returns its stored result.
+
+With an ``AggregateCache``, an attempt takes aggregates from it instead of the store; the commit
+checks the cached ones it only read (``read_versions``), and a failed attempt drops everything it
+read from the cache, so the next one reads from the store (see ``aggregate_cache``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pydantic import TypeAdapter
 
 from run_mailbox.domain.commands import Command
 from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
+from run_mailbox.infrastructure.aggregate_cache import AggregateCache
 from run_mailbox.infrastructure.handlers import handler_for
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
 from run_mailbox.infrastructure.unit_of_work import GeneratedIds, UnitOfWork
@@ -57,6 +62,7 @@ class CommandRunner:
         clock: Clock,
         new_id: Callable[[], str],
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
+        cache: AggregateCache | None = None,
     ) -> None:
         self._repository = repository
         self._unsnapshotted = unsnapshotted
@@ -65,6 +71,7 @@ class CommandRunner:
         self.clock = clock
         self._new_id = new_id
         self.max_conflict_retries = max_conflict_retries
+        self.cache = cache
         self._count_lock = threading.Lock()
         self.transactions = 0
         """Transactions committed (for benchmarks and tests)."""
@@ -86,18 +93,35 @@ class CommandRunner:
                 ids=ids,
                 attempt=attempt,
                 unsnapshotted=self._unsnapshotted,
+                cache=self.cache,
             )
             try:
                 result: R = handler(command, uow)
             except MailboxError:
                 if attempt + 1 < self.max_conflict_retries and uow.read_is_stale():
+                    self._forget(uow)
                     continue
                 raise
+            except BaseException:
+                self._forget(uow)
+                raise
             if self._commit(uow, command, digest, adapter, result):
+                self._remember(uow)
                 if uow.error_after_save is not None:
                     raise uow.error_after_save
                 return result
+            self._forget(uow)
         raise ConcurrencyConflict(command.name, self.max_conflict_retries)
+
+    def _remember(self, uow: UnitOfWork) -> None:
+        if self.cache is not None:
+            for aggregate in uow.touched():
+                self.cache.put(aggregate)
+
+    def _forget(self, uow: UnitOfWork) -> None:
+        """Drops what the attempt read from the cache: the next attempt reads it from the store."""
+        if self.cache is not None:
+            self.cache.evict([a.id for a in uow.touched()])
 
     def _commit(
         self, uow: UnitOfWork, command: Command[Any], digest: str, adapter: TypeAdapter[Any], result: Any
@@ -106,9 +130,15 @@ class CommandRunner:
         changed = uow.changed()
         key = command.idempotency_key
         record_key = key is not None and uow.error_after_save is None  # a refusal is not a result to replay
+        read_versions = uow.cached_reads()
         if not changed and not record_key:
-            return True
-        kwargs: dict[str, Any] = {"index_rows": [DispatchIndexRow.of(d.record) for d in uow.changed_dispatches()]}
+            # Nothing to write: the result still must not rest on a stale cached read.
+            current = self._tables.current_versions(list(read_versions)) if read_versions else {}
+            return all(current[i] == v for i, v in read_versions.items())
+        kwargs: dict[str, Any] = {
+            "index_rows": [DispatchIndexRow.of(d.record) for d in uow.changed_dispatches()],
+            "read_versions": read_versions,
+        }
         if record_key:
             assert key is not None
             kwargs["idempotency"] = IdempotencyRow(key, command.name, digest, adapter.dump_json(result).decode())

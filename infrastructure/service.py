@@ -24,6 +24,7 @@ from run_mailbox.domain.model import Snapshot
 from run_mailbox.domain.results import RepairReport
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog
+from run_mailbox.infrastructure.aggregate_cache import DEFAULT_SIZE, AggregateCache
 from run_mailbox.infrastructure.command_runner import MAX_CONFLICT_RETRIES, Clock, CommandRunner
 from run_mailbox.infrastructure.delegates import command, delegate
 from run_mailbox.infrastructure.persistence.mapper import PydanticMapper
@@ -42,8 +43,9 @@ def wall_clock_ms() -> int:
 
 class MailboxService(Application[UUID]):
     """The run mailbox. ``env`` chooses the persistence (see ``run_mailbox.infrastructure.settings``;
-    in memory by default), ``clock`` returns the time in milliseconds (for tests and replays), and
-    ``id_factory`` makes the ids the mailbox generates (UUIDv7 strings by default)."""
+    in memory by default), ``clock`` returns the time in milliseconds (for tests and replays),
+    ``id_factory`` makes the ids the mailbox generates (UUIDv7 strings by default), and
+    ``cache_size`` bounds the aggregates kept in memory between commands (0: none)."""
 
     name = "MailboxService"
     env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(PydanticMapper)}
@@ -57,10 +59,12 @@ class MailboxService(Application[UUID]):
         *,
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
         id_factory: Callable[[], str] = new_id,
+        cache_size: int = DEFAULT_SIZE,
     ) -> None:
         super().__init__(resolve_env(env))
         self.clock: Clock = clock or wall_clock_ms
         self.unsnapshotted = Repository(event_store=self.events)
+        self.cache = AggregateCache(cache_size)
         self.runner = CommandRunner(
             repository=self.repository,
             unsnapshotted=self.unsnapshotted,
@@ -69,6 +73,7 @@ class MailboxService(Application[UUID]):
             clock=self.clock,
             new_id=id_factory,
             max_conflict_retries=max_conflict_retries,
+            cache=self.cache,
         )
         self.queries = MailboxQueries(
             repository=self.repository,

@@ -20,6 +20,7 @@ from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, 
 from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog, ThreadMessage, message_aggregate_id, thread_log_id
+from run_mailbox.infrastructure.aggregate_cache import AggregateCache
 from run_mailbox.infrastructure.persistence.rows import MailboxTables
 
 A = TypeVar("A")
@@ -48,8 +49,10 @@ class UnitOfWork:
         ids: GeneratedIds,
         attempt: int = 0,
         unsnapshotted: Repository[UUID] | None = None,
+        cache: AggregateCache | None = None,
     ) -> None:
         self._repository = repository
+        self._cache = cache
         self._unsnapshotted = unsnapshotted or repository
         self.now = now
         self.tables = tables
@@ -58,6 +61,7 @@ class UnitOfWork:
         """0 on the first try; a retry after a conflict may check what the first try assumed."""
         self._aggregates: dict[UUID, Any] = {}
         self._loaded_versions: dict[UUID, int] = {}
+        self._from_cache: set[UUID] = set()
         self._missing: set[UUID] = set()
         self.error_after_save: MailboxError | None = None
 
@@ -66,6 +70,12 @@ class UnitOfWork:
             return self._aggregates[aggregate_id]  # type: ignore[no-any-return]
         if aggregate_id in self._missing:
             return None
+        cached = self._cache.get(aggregate_id) if self._cache is not None else None
+        if cached is not None:
+            self._from_cache.add(aggregate_id)
+            self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
+            self._loaded_versions[aggregate_id] = cached.version
+            return self._aggregates[aggregate_id]  # type: ignore[no-any-return]
         # Dispatches and messages are never snapshotted: skip the snapshot table's lookup.
         repository = self._unsnapshotted if kind in (Dispatch, ThreadMessage) else self._repository
         try:
@@ -130,11 +140,20 @@ class UnitOfWork:
     def read_is_stale(self) -> bool:
         """Whether anything this unit read has changed since (a refusal may rest on a
         mix of older and newer states read from two aggregates; the command is retried)."""
-        events = self._repository.event_store
-        for aggregate_id, version in self._loaded_versions.items():
-            if any(True for _ in events.get(aggregate_id, gt=version, limit=1)):
-                return True
-        return any(any(True for _ in events.get(aggregate_id, limit=1)) for aggregate_id in self._missing)
+        expected = {**dict.fromkeys(self._missing, 0), **self._loaded_versions}
+        if not expected:
+            return False
+        current = self.tables.current_versions(list(expected))
+        return any(current[i] != v for i, v in expected.items())
+
+    def cached_reads(self) -> dict[UUID, int]:
+        """The versions of the aggregates taken from the cache and left unchanged: the commit checks
+        they are still current (the ones it changes are checked by their new versions)."""
+        return {i: self._loaded_versions[i] for i in self._from_cache if not self._aggregates[i].pending_events}
+
+    def touched(self) -> list[Any]:
+        """Every aggregate this unit read or created."""
+        return list(self._aggregates.values())
 
     def changed(self) -> list[Any]:
         return [a for a in self._aggregates.values() if a.pending_events]

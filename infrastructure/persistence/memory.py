@@ -1,13 +1,15 @@
 """The in-memory application recorder, with the same side tables as the SQL backends.
 
 Events, the idempotency row and the index rows are checked and written under the
-recorder's one lock, so a save is as atomic here as a transaction is in SQL.
+recorder's one lock, so a save is as atomic here as a transaction is in SQL; so is the check
+that the aggregates a command only read are still at the versions it read (``read_versions``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
@@ -27,6 +29,9 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
 
     def _insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self._database_lock:
+            stale = [i for i, v in (kwargs.get("read_versions") or {}).items() if self._version_of(i) != v]
+            if stale:
+                raise IntegrityError(f"stale read of aggregate {stale[0]}: it changed since it was read")
             idempotency: IdempotencyRow | None = kwargs.get("idempotency")
             if idempotency is not None and idempotency.key in self._idempotency:
                 msg = f"idempotency key already recorded: {idempotency.key!r}"
@@ -37,6 +42,13 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
             for row in sorted_index_rows(kwargs.get("index_rows")):
                 self._index[row.dispatch_id] = row
             return notification_ids
+
+    def _version_of(self, aggregate_id: UUID) -> int:
+        return max(self._stored_events_index.get(str(aggregate_id), ()), default=0)
+
+    def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
+        with self._database_lock:
+            return {i: self._version_of(i) for i in aggregate_ids}
 
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self._database_lock:

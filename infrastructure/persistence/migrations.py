@@ -47,7 +47,31 @@ def _pg_v1(n: Names) -> list[str]:
     ]
 
 
-POSTGRES: tuple[Migration, ...] = (Migration(1, "idempotency keys and the dispatch index", _pg_v1),)
+def _pg_v2(n: Names) -> list[str]:
+    """A check, run inside a write transaction after the events table's lock, that the aggregates
+    a command only read are still at the versions it read: a stale one aborts the transaction as a
+    conflict (unique_violation), and the command runs again on fresh reads."""
+    return [
+        f"""CREATE OR REPLACE FUNCTION {n.table("assert_read_versions")}(ids uuid[], versions integer[])
+        RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE stale uuid;
+        BEGIN
+            SELECT r.id INTO stale FROM unnest(ids, versions) AS r(id, version)
+            WHERE r.version <> coalesce(
+                (SELECT max(e.originator_version) FROM {n.table("events")} e WHERE e.originator_id = r.id), 0)
+            LIMIT 1;
+            IF stale IS NOT NULL THEN
+                RAISE EXCEPTION 'stale read of aggregate %: it changed since it was read', stale
+                    USING ERRCODE = 'unique_violation';
+            END IF;
+        END $$"""
+    ]
+
+
+POSTGRES: tuple[Migration, ...] = (
+    Migration(1, "idempotency keys and the dispatch index", _pg_v1),
+    Migration(2, "the read-version check of a write transaction", _pg_v2),
+)
 
 
 def _sqlite_v1(n: Names) -> list[str]:

@@ -1,8 +1,11 @@
 """The Postgres application recorder, extended with the idempotency table and dispatch index.
 
-Both are written by the library's ``_insert_events`` hook, inside the transaction that
-inserts the events (before the events table lock; rows are touched in dispatch-id order so
-two writers cannot deadlock). A duplicate idempotency key aborts the whole transaction.
+Both are written by the library's ``_insert_events`` hook, inside the transaction that inserts
+the events. The hook takes the events table's lock first (the library would take it a moment
+later), so every write runs alone from there on: the aggregates a command only read are then
+checked to be still at the versions it read (``read_versions``; a stale one aborts the
+transaction as a conflict), and the side rows are written. A duplicate idempotency key aborts
+the whole transaction.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -32,6 +36,9 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         self.table_prefix = events_table_name.removesuffix("_events")
         self._idem = self._qualified(f"{self.table_prefix}_idempotency")
         self._idx = self._qualified(f"{self.table_prefix}_dispatch_index")
+        self._assert_versions = SQL("SELECT {}(%s::uuid[], %s::integer[])").format(
+            self._qualified(f"{self.table_prefix}_assert_read_versions")
+        )
         self._insert_idem = SQL("INSERT INTO {} (key, command, digest, result) VALUES (%s, %s, %s, %s)").format(
             self._idem
         )
@@ -113,6 +120,10 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         **kwargs: Any,
     ) -> None:
+        self._lock_table(curs)
+        read_versions: dict[UUID, int] = kwargs.get("read_versions") or {}
+        if read_versions:
+            curs.execute(self._assert_versions, (list(read_versions), list(read_versions.values())), prepare=True)
         idempotency: IdempotencyRow | None = kwargs.get("idempotency")
         if idempotency is not None:
             curs.execute(
@@ -123,6 +134,17 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         if rows:
             curs.executemany(self._upsert_index, [row.as_tuple() for row in rows])
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
+        rows = self._select(
+            SQL(
+                "SELECT originator_id, max(originator_version) AS version FROM {} "
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+            ).format(self._qualified(self.events_table_name)),
+            [list(aggregate_ids)],
+        )
+        found = {row["originator_id"]: row["version"] for row in rows}
+        return {i: int(found.get(i, 0)) for i in aggregate_ids}
 
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self.datastore.transaction(commit=True) as curs:

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from uuid import UUID
 
 from run_mailbox.domain.dispatch import DispatchRecord
 
@@ -84,6 +86,8 @@ class MailboxTables(Protocol):
     def count_by_status(self) -> dict[str, int]: ...
 
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None: ...
+
+    def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]: ...
 
 
 def sorted_index_rows(rows: Any) -> list[DispatchIndexRow]:

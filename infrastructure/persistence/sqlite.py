@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from run_mailbox.infrastructure.persistence import migrations
@@ -56,6 +57,12 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        read_versions: dict[UUID, int] = kwargs.get("read_versions") or {}
+        if read_versions:  # inside the write transaction: no other writer can move them now
+            current = self._versions(c, list(read_versions))
+            stale = [i for i, v in read_versions.items() if current.get(i, 0) != v]
+            if stale:
+                raise IntegrityError(f"stale read of aggregate {stale[0]}: it changed since it was read")
         idempotency: IdempotencyRow | None = kwargs.get("idempotency")
         if idempotency is not None:
             c.execute(
@@ -68,6 +75,20 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
                 row.as_tuple(),
             )
         return super()._insert_events(c, stored_events, **kwargs)
+
+    def _versions(self, c: SQLiteCursor, aggregate_ids: list[UUID]) -> dict[UUID, int]:
+        marks = ", ".join("?" * len(aggregate_ids))
+        c.execute(
+            f"SELECT originator_id, max(originator_version) FROM {self.events_table_name} "
+            f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
+            [str(i) for i in aggregate_ids],
+        )
+        return {UUID(row[0]): int(row[1]) for row in c.fetchall()}
+
+    def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
+        with self.datastore.transaction(commit=False) as c:
+            found = self._versions(c, list(aggregate_ids))
+        return {i: found.get(i, 0) for i in aggregate_ids}
 
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self.datastore.transaction(commit=True) as c:

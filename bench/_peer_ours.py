@@ -1,0 +1,169 @@
+"""Our side of each comparison, on one MailboxService per case over a fresh Postgres schema.
+
+Every run gets its own thread (a thread runs one dispatch at a time), and every command is one
+transaction. A change to how workers drive the mailbox (batch commands, say) belongs here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from bench._common import timed_workers
+from bench._peer_common import Latencies, Phases, Rate, fresh_schema, pg_url
+from run_mailbox.domain.dispatch import DispatchRecord
+from run_mailbox.domain.permissions import ToolCallResume, ToolTicket
+from run_mailbox.infrastructure.service import MailboxService
+
+LEASE_MS = 30_000
+WARM_UP = 5
+TICKETS = [ToolTicket(tool_call_id="c1", tool_name="shell")]
+RESUME = ToolCallResume(decision_id="d1", action="resume", result={"approved": True})
+COMMANDS = ("submit", "claim", "record_start", "ack")
+
+
+@contextmanager
+def fresh_service(workers: int) -> Iterator[MailboxService]:
+    """A service on a new schema, its connection pool sized for ``workers`` threads."""
+    with fresh_schema("ours") as schema:
+        service = MailboxService(
+            env={
+                "MAILBOX_DATABASE_URL": pg_url(),
+                "POSTGRES_SCHEMA": schema,
+                "POSTGRES_POOL_SIZE": str(max(2, workers + 1)),
+            }
+        )
+        try:
+            yield service
+        finally:
+            service.close()
+
+
+# ---------------------------------------------------------------- the worker loop
+
+
+def drain(service: MailboxService, consumers: int, batch_size: int) -> tuple[float, int]:
+    """Seconds until ``consumers`` threads have drained the queue, and the dispatches they acked.
+
+    Each loops ``claim_next(limit=batch_size)`` -> ``record_start`` -> ``ack`` and stops when
+    nothing is left to claim (what is still claimed is another consumer's to finish)."""
+    acked = [0] * consumers
+    lock = threading.Lock()
+
+    def consume(worker: int) -> None:
+        while batch := service.claim_next(consumer_id=f"c{worker}", lease_ms=LEASE_MS, limit=batch_size):
+            for dispatch in batch:
+                token = dispatch.claim_token
+                assert token is not None
+                service.record_start(dispatch.dispatch_id, claim_token=token)
+                service.ack(dispatch.dispatch_id, claim_token=token)
+            with lock:
+                acked[worker] += len(batch)
+
+    seconds = timed_workers([[w] for w in range(consumers)], consume)
+    return seconds, sum(acked)
+
+
+@contextmanager
+def worker_loop(consumers: int, batch_size: int = 10) -> Iterator[Callable[[int], Phases]]:
+    """A fresh service; yields ``round(jobs)``: submit ``jobs`` runs (one producer, each run on a
+    thread of its own), then drain them with ``consumers`` threads."""
+    with fresh_service(consumers) as service:
+        for i in range(WARM_UP):
+            service.submit(f"warm-up-{i}", f"warm-up-{i}")
+        drain(service, 1, batch_size)
+        numbers = itertools.count(1)
+
+        def one_round(jobs: int) -> Phases:
+            r = next(numbers)
+            start = time.perf_counter()
+            for i in range(jobs):
+                service.submit(f"t{r}-{i}", f"r{r}-{i}")
+            enqueue_seconds = time.perf_counter() - start
+            process_seconds, acked = drain(service, consumers, batch_size)
+            if acked != jobs:
+                raise RuntimeError(f"the consumers acked {acked} of {jobs} dispatches")
+            return Phases(jobs, enqueue_seconds, process_seconds)
+
+        yield one_round
+
+
+# ---------------------------------------------------------------- the approval round trip
+
+
+def claim_and_start(service: MailboxService, thread_id: str, consumer_id: str) -> DispatchRecord:
+    claimed = service.claim(thread_id, consumer_id=consumer_id, lease_ms=LEASE_MS)
+    assert claimed is not None and claimed.claim_token is not None
+    service.record_start(claimed.dispatch_id, claim_token=claimed.claim_token)
+    return claimed
+
+
+def round_trip(service: MailboxService, thread_id: str, run_id: str, consumer_id: str) -> None:
+    """submit -> claim -> record_start -> suspend (one ticket) -> decide -> claim the resume ->
+    record_start -> ack: eight commands, eight transactions."""
+    service.submit(thread_id, run_id)
+    first = claim_and_start(service, thread_id, consumer_id)
+    assert first.claim_token is not None
+    service.suspend(first.dispatch_id, claim_token=first.claim_token, tickets=TICKETS)
+    outcome = service.decide(run_id, "c1", RESUME)
+    resumed = claim_and_start(service, thread_id, consumer_id)
+    if resumed.dispatch_id != outcome.resume_dispatch_id or resumed.claim_token is None:
+        raise RuntimeError(f"claimed {resumed.dispatch_id}, not the resume dispatch {outcome.resume_dispatch_id}")
+    service.ack(resumed.dispatch_id, claim_token=resumed.claim_token)
+
+
+@contextmanager
+def approval(workers: int) -> Iterator[Callable[[int], Rate]]:
+    """A fresh service; yields ``round(round_trips)``: that many approval cycles, each worker thread
+    running its own runs on threads of their own."""
+    with fresh_service(workers) as service:
+        for i in range(WARM_UP):
+            round_trip(service, f"warm-up-{i}", f"warm-up-{i}", "warm-up")
+        numbers = itertools.count(1)
+
+        def one_round(round_trips: int) -> Rate:
+            r = next(numbers)
+            shares = [[(w, f"{r}-{k}") for k in range(w, round_trips, workers)] for w in range(workers)]
+            seconds = timed_workers(
+                shares, lambda item: round_trip(service, f"t{item[1]}", f"r{item[1]}", f"w{item[0]}")
+            )
+            return Rate(round_trips, seconds)
+
+        yield one_round
+
+
+# ---------------------------------------------------------------- one command at a time
+
+
+@contextmanager
+def command_latency() -> Iterator[Callable[[int], Latencies]]:
+    """A fresh service; yields ``round(runs)``: the seconds each of submit, claim, record_start and
+    ack took, over ``runs`` lifecycles one after another (1 worker)."""
+    with fresh_service(1) as service:
+        for i in range(WARM_UP):
+            round_trip(service, f"warm-up-{i}", f"warm-up-{i}", "warm-up")
+        numbers = itertools.count(1)
+
+        def one_round(runs: int) -> Latencies:
+            r = next(numbers)
+            samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
+            for i in range(runs):
+                thread_id, run_id = f"t{r}-{i}", f"r{r}-{i}"
+                t0 = time.perf_counter()
+                service.submit(thread_id, run_id)
+                t1 = time.perf_counter()
+                claimed = service.claim(thread_id, consumer_id="w", lease_ms=LEASE_MS)
+                t2 = time.perf_counter()
+                assert claimed is not None and claimed.claim_token is not None
+                service.record_start(claimed.dispatch_id, claim_token=claimed.claim_token)
+                t3 = time.perf_counter()
+                service.ack(claimed.dispatch_id, claim_token=claimed.claim_token)
+                t4 = time.perf_counter()
+                for name, seconds in zip(COMMANDS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    samples[name].append(seconds)
+            return Latencies(samples)
+
+        yield one_round
