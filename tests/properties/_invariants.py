@@ -139,8 +139,11 @@ def mailboxes_agree(service: Any, m: Model, threads: Iterable[str]) -> None:
         assert set(mailbox.open) == set(open_), f"thread {thread} mailbox holds {sorted(mailbox.open)}"
         for dispatch_id, entry in mailbox.open.items():
             d = open_[dispatch_id]
-            assert entry.claimed == (d.status is CLAIMED), f"{dispatch_id}: mailbox {entry}, record {d}"
-            assert (entry.priority, entry.available_at) == (d.priority, d.available_at), f"{entry} vs {d}"
+            want = (d.priority, d.created_at, d.available_at, d.dedupe_key, d.status is CLAIMED)
+            got = (entry.priority, entry.created_at, entry.available_at, entry.dedupe_key, entry.claimed)
+            assert got == want, f"{dispatch_id}: mailbox {entry}, record {d}"
+        ever = len(m.on_thread(thread))
+        assert mailbox.dispatch_count == ever, f"thread {thread}: mailbox counts {mailbox.dispatch_count}, not {ever}"
 
 
 def thread_logs_agree(service: Any, m: Model, threads: Iterable[str]) -> None:

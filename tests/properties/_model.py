@@ -159,6 +159,7 @@ class Model:
         while page := service.recorder.select_notifications(start=self.position, limit=500, inclusive_of_start=False):
             for notification in page:
                 event = service.mapper.to_domain_event(notification)
+                _stored_under_its_name(notification.topic, event)
                 seen.events.append((notification.id, event))
                 seen.versions[event.originator_id] = event.originator_version
                 self._classify(event, seen)
@@ -187,6 +188,21 @@ class Model:
             seen.threads.add(event.thread_id)
         elif event.originator_id in self._threads_by_aggregate:
             seen.threads.add(self._threads_by_aggregate[event.originator_id])
+
+
+def _stored_under_its_name(topic: str, event: DomainEvent) -> None:
+    """Events are stored under ``<Aggregate>.<Event>`` (docs/events.md), whatever the module."""
+    if isinstance(event, Dispatch.Event):
+        owner = "Dispatch"
+    elif isinstance(event, RunEvent):
+        owner = "Run"
+    elif isinstance(event, ThreadMailbox.Event):
+        owner = "ThreadMailbox"
+    elif isinstance(event, ThreadLog.Event):
+        owner = "ThreadLog"
+    else:
+        owner = "ThreadMessage"
+    assert topic == f"{owner}.{type(event).__name__}", f"{type(event).__name__} stored as {topic!r}"
 
 
 def _order(record: DispatchRecord) -> tuple[int, int, str]:
