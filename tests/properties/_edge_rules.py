@@ -15,14 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import multiple, rule
+from hypothesis.stateful import multiple, precondition, rule
 
 from run_mailbox.domain.errors import InvalidArgument
 from run_mailbox.domain.permissions import ToolCallResume
-from tests.properties._calls import message
+from tests.properties._calls import message, other_command, perturbed
 from tests.properties._driver import CommandDriver
 from tests.properties._model import CLAIMED, QUEUED, THREADS
-from tests.properties._oracle import PREDICT
+from tests.properties._oracle import PREDICT, conflict, returns
 from tests.properties._vocabulary import CLAIMS, SUBMITTED, THREAD_IDS, Claim, Refused, Submitted
 
 DECISION_VARIANTS = [
@@ -182,3 +182,18 @@ class EdgeRules(CommandDriver):
                 tool_call = run.pending_tickets()[0].tool_call_id
                 self.execute("decide", self._decide_kwargs(run.run_id, tool_call, resume, "durable_dispatch"))
         return multiple()
+
+    # ------------------------------------------------------------------ idempotency keys
+
+    @precondition(lambda self: bool(self.model.keyed))
+    @rule(pick=st.integers(0, 1_000), change=st.sampled_from(["same", "same", "changed_argument", "other_command"]))
+    def reissue_with_idempotency_key(self, pick: int, change: str) -> None:
+        entry = self.model.keyed[pick % len(self.model.keyed)]
+        call = {**entry.kwargs, "idempotency_key": entry.key}
+        if change == "same":
+            self.execute(entry.command, call, expect=returns(entry.result, "the key's first result"))
+        elif change == "changed_argument":
+            self.execute(entry.command, {**perturbed(entry, pick), "idempotency_key": entry.key}, expect=conflict(""))
+        else:
+            command, kwargs = other_command(entry)
+            self.execute(command, {**kwargs, "idempotency_key": entry.key}, expect=conflict("another command"))

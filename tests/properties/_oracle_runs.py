@@ -37,7 +37,7 @@ from tests.properties._expect import (
     succeed,
 )
 from tests.properties._model import Model, StoredMessage
-from tests.properties._oracle_dispatch import owner_or_refusal
+from tests.properties._oracle_owner import owner_or_refusal
 
 
 def _names(field: str) -> Any:

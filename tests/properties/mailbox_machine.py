@@ -28,14 +28,11 @@ from tests.properties._calls import (
     OWNER_DEFAULTS,
     UNKNOWN_ID_COMMANDS,
     choose_messages,
-    other_command,
-    perturbed,
     ticket,
     unknown_id_call,
 )
 from tests.properties._edge_rules import EdgeRules
 from tests.properties._model import THREADS
-from tests.properties._oracle import conflict, returns
 from tests.properties._vocabulary import (
     CLAIMS,
     CONSUMERS,
@@ -309,21 +306,6 @@ class MailboxMachine(EdgeRules):
     @rule(command=st.sampled_from(UNKNOWN_ID_COMMANDS), ident=st.sampled_from(["no-such", "", " x"]))
     def address_unknown_ids(self, command: str, ident: str) -> None:
         self.execute(command, unknown_id_call(command, ident))
-
-    # ------------------------------------------------------------------ idempotency keys
-
-    @precondition(lambda self: bool(self.model.keyed))
-    @rule(pick=st.integers(0, 1_000), change=st.sampled_from(["same", "same", "changed_argument", "other_command"]))
-    def reissue_with_idempotency_key(self, pick: int, change: str) -> None:
-        entry = self.model.keyed[pick % len(self.model.keyed)]
-        call = {**entry.kwargs, "idempotency_key": entry.key}
-        if change == "same":
-            self.execute(entry.command, call, expect=returns(entry.result, "the key's first result"))
-        elif change == "changed_argument":
-            self.execute(entry.command, {**perturbed(entry, pick), "idempotency_key": entry.key}, expect=conflict(""))
-        else:
-            command, kwargs = other_command(entry)
-            self.execute(command, {**kwargs, "idempotency_key": entry.key}, expect=conflict("another command"))
 
     # ------------------------------------------------------------------ invariants
 
