@@ -36,6 +36,34 @@ OURS = {
 }  # fmt: skip
 
 
+SUPERSEDED_REASONS = {
+    "queued dispatch superseded by interrupt",
+    "queued dispatch superseded: its run finished first",
+    "claimed dispatch superseded during lease renewal",
+    "claimed dispatch superseded before runtime start",
+    "claimed dispatch superseded by newer dispatch epoch",
+    "claimed dispatch superseded before nack",
+    "claimed dispatch superseded before dead letter",
+    "claimed dispatch superseded before suspend",
+    "claimed dispatch lease expired after interrupt",
+}
+
+
+def _dispatch_extras(e: dict[str, Any]) -> None:
+    """What each dispatch kind adds to the shared payload (payloads.md section 1): upstream kinds
+    keep the upstream's payload (RunRescheduled adds its reason), the others add their facts."""
+    payload, kind = e["payload"], e["kind"]
+    if kind == "RunRescheduled":
+        assert payload["reason"] in ("retry_backoff", "expired_lease_reclaimed"), e
+    elif kind == "RunSuperseded":
+        assert payload["reason"] in SUPERSEDED_REASONS, e
+    elif kind == "DispatchDeadLettered":
+        assert payload["reason"] in ("attempts_exhausted", "lease_expired", "permanent_failure"), e
+        assert isinstance(payload["error"], str) and payload["error"].strip(), e
+    elif kind in ("DispatchClaimed", "LeaseExtended"):
+        assert isinstance(payload["claimed_by"], str) and payload["lease_until"] > payload["updated_at"], e
+
+
 def check_export(m: Model, envelopes: list[Any]) -> None:
     lines = [e.model_dump(mode="json") for e in envelopes]
     versions: Counter[str] = Counter()
@@ -47,6 +75,7 @@ def check_export(m: Model, envelopes: list[Any]) -> None:
             versions[dispatch_id] += 1
             tail = e["payload"]["attempt_count"] if e["upstream"] else versions[dispatch_id]
             assert e["idempotency_key"] == f"{e['kind']}/{dispatch_id}/{tail}", e
+            _dispatch_extras(e)
     positions = [e["position"] for e in lines]
     assert positions == sorted(set(positions)), "envelopes out of log order or repeated"
     for e in lines:

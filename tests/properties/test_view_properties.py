@@ -148,7 +148,7 @@ CHECKPOINT_HISTORIES = {
 }
 
 
-@share(0.2)
+@share(1.0)
 @given(**CHECKPOINT_HISTORIES)
 def test_checkpoint_rows_are_the_seq_by_seq_count_of_ranges_that_touch_overlap_gap_and_repeat(
     history: list[tuple[str, str, int, int]], cuts: list[int], twice: bool
