@@ -108,3 +108,27 @@ def test_generated_ids_are_uuid7_stamped_with_the_time_they_were_made(count: int
         value = UUID(text)
         assert (value.version, value.variant) == (7, RFC_4122), text
         assert before <= value.int >> 80 <= after, text
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.get_dispatch("d", version=True),
+        lambda s: s.canonical_events(after=True),
+        lambda s: s.canonical_events(limit=True),
+        lambda s: s.submit("t", "r", priority=True),
+        lambda s: s.suspend(
+            "d", claim_token=_claimed(s).claim_token, tickets=[{"tool_call_id": "c", "tool_name": "x", "extra": 1}]
+        ),
+        lambda s: s.commit_messages("t", "r", [{**_messages(1)[0], "extra": 1}]),
+    ],
+    ids=["version-bool", "after-bool", "limit-bool", "priority-bool", "ticket-extra-field", "message-extra-field"],
+)
+def test_booleans_for_integers_and_unknown_fields_are_refused(call: Callable[[MailboxService], Any]) -> None:
+    """A JSON boolean is not an integer, and a value object takes no field it does not define."""
+    service = _service()
+    try:
+        with pytest.raises(InvalidArgument):
+            call(service)
+    finally:
+        service.close()
