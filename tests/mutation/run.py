@@ -105,11 +105,11 @@ def diff_line(root: Path, mutant: Mutant) -> str:
 
 
 def equivalents() -> dict[tuple[str, str, int], str]:
-    """``path | original line (stripped) | index | why`` per line of equivalent.txt."""
+    """``path || original line (stripped) || index || why`` per line of equivalent.txt."""
     known = {}
     for raw in EQUIVALENT_FILE.read_text().splitlines() if EQUIVALENT_FILE.exists() else []:
         if raw.strip() and not raw.startswith("#"):
-            path, line, index, why = (part.strip() for part in raw.split(" | ", 3))
+            path, line, index, why = (part.strip() for part in raw.split(" || ", 3))
             known[(path, line, int(index))] = why
     return known
 
@@ -220,7 +220,10 @@ def main() -> int:
             print(f"[{len(results)}/{len(chosen)}] {outcome:8} {took:5.1f}s {mutant.name}", flush=True)
             with lock:  # the report so far, rewritten after every mutant (a long run can be stopped)
                 done = [m for m in chosen if m in results]
-                write_report(options, everything, done, dict(results), time.monotonic() - started, partial=True)
+                try:
+                    write_report(options, everything, done, dict(results), time.monotonic() - started, partial=True)
+                except Exception as problem:  # a bad triage line must not stop a run of hours
+                    print(f"report not written: {problem!r}", flush=True)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in workers]
     for thread in threads:
