@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from run_mailbox.domain.run_events import ThreadMessagesCheckpointed
-from run_mailbox.projections import checkpoint_ranges
+from run_mailbox.domain.run_events import MailboxDecisionReceived, ThreadMessagesCheckpointed
+from run_mailbox.projections import checkpoint_ranges, permission_resolutions
 from run_mailbox.projections.stores.memory import MemoryViewStore
 from tests.properties._profiles import share
 
@@ -149,8 +149,28 @@ CHECKPOINT_HISTORIES = {
 
 
 @share(1.0)
+@example(history=[("t1", "r1", 3, 4), ("t1", "r1", 3, 5)], cuts=[], twice=False)  # seqs 1-2 a gap, then replaced
+@example(history=[("t1", "r1", 1, 2), ("t1", "r2", 3, 4), ("t1", "r3", 1, 4)], cuts=[], twice=False)  # touching
 @given(**CHECKPOINT_HISTORIES)
 def test_checkpoint_rows_are_the_seq_by_seq_count_of_ranges_that_touch_overlap_gap_and_repeat(
     history: list[tuple[str, str, int, int]], cuts: list[int], twice: bool
 ) -> None:
     check_checkpoint_rows(history, cuts, twice)
+
+
+def test_a_decision_with_no_suspension_in_the_log_gets_a_ticket_row_of_its_own() -> None:
+    """A log written elsewhere may hold a decision whose suspension it lacks: the ticket still
+    gets its row, resolved by that decision, with what the log does not say left empty."""
+    event = MailboxDecisionReceived(
+        originator_id=uuid5(NAMESPACE_URL, "run/r9"), originator_version=3, timestamp=datetime(2024, 1, 1, tzinfo=UTC),
+        run_id="r9", thread_id="t9", now=7_000, dispatch_id="d9", tool_call_id="c9", decision_id="x9",
+        action="resume", resume_updated_at=0, delivery_path="remote_live",
+    )  # fmt: skip
+    store = MemoryViewStore(permission_resolutions.VIEW)
+    store.apply([(5, event), (5, event)])
+    (row,) = store.select(permission_resolutions.TABLE)
+    assert row == {
+        "run_id": "r9", "tool_call_id": "c9", "thread_id": "t9", "tool_name": None, "status": "resolved",
+        "approved": None, "decision_id": "x9", "action": "resume", "reason": None, "delivery_path": "remote_live",
+        "dispatch_id": "d9", "requested_at": None, "resolved_at": 7_000, "requested_position": 5, "ticket_index": 0,
+    }  # fmt: skip
