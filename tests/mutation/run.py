@@ -1,6 +1,6 @@
 """Mutation testing of ``domain/`` and ``projections/`` with the property suite as the only test.
 
-    .venv/bin/python tests/mutation/run.py                  # the fixed sample (seed 11, 400 mutants), 2 workers
+    .venv/bin/python tests/mutation/run.py                  # the fixed sample (seed 11, 150 mutants), 2 workers
     .venv/bin/python tests/mutation/run.py --all            # every mutant (hours on two cores)
     .venv/bin/python tests/mutation/run.py --only 'domain/run.py:140:0'   # chosen mutants
 
@@ -178,7 +178,7 @@ class Worker:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sample", type=int, default=400, help="mutants drawn (fixed seed); ignored with --all")
+    parser.add_argument("--sample", type=int, default=150, help="mutants drawn (fixed seed); ignored with --all")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--all", action="store_true", help="every mutant of the scope")
     parser.add_argument("--only", nargs="*", default=[], help="mutant names path:line:index")
