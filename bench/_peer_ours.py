@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from bench._common import timed_workers
 from bench._peer_common import Latencies, Phases, Rate, fresh_schema, pg_url
+from run_mailbox import AckItem
 from run_mailbox.domain.dispatch import DispatchRecord
 from run_mailbox.domain.permissions import ToolCallResume, ToolTicket
 from run_mailbox.infrastructure.service import MailboxService
@@ -48,20 +49,20 @@ def fresh_service(workers: int) -> Iterator[MailboxService]:
 def drain(service: MailboxService, consumers: int, batch_size: int) -> tuple[float, int]:
     """Seconds until ``consumers`` threads have drained the queue, and the dispatches they acked.
 
-    Each loops ``claim_next(limit=batch_size)`` -> ``record_start`` -> ``ack`` and stops when
-    nothing is left to claim (what is still claimed is another consumer's to finish)."""
+    Each loops ``claim_next(limit=batch_size, start=True)`` (claimed and started in one transaction)
+    -> the no-op job -> one ``ack_many`` for the batch, and stops when nothing is left to claim (what is
+    still claimed is another consumer's to finish): two transactions per batch, as pgqueuer's dequeue
+    and its batched acks."""
     acked = [0] * consumers
     lock = threading.Lock()
 
     def consume(worker: int) -> None:
-        while batch := service.claim_next(consumer_id=f"c{worker}", lease_ms=LEASE_MS, limit=batch_size):
-            for dispatch in batch:
-                token = dispatch.claim_token
-                assert token is not None
-                service.record_start(dispatch.dispatch_id, claim_token=token)
-                service.ack(dispatch.dispatch_id, claim_token=token)
+        while batch := service.claim_next(consumer_id=f"c{worker}", lease_ms=LEASE_MS, limit=batch_size, start=True):
+            result = service.ack_many([AckItem(d.dispatch_id, claim_token=d.claim_token or "") for d in batch])
+            if result.refused:
+                raise RuntimeError(f"acks refused: {result.refused}")
             with lock:
-                acked[worker] += len(batch)
+                acked[worker] += len(result.acked)
 
     seconds = timed_workers([[w] for w in range(consumers)], consume)
     return seconds, sum(acked)
@@ -95,15 +96,14 @@ def worker_loop(consumers: int, batch_size: int = 10) -> Iterator[Callable[[int]
 
 
 def claim_and_start(service: MailboxService, thread_id: str, consumer_id: str) -> DispatchRecord:
-    claimed = service.claim(thread_id, consumer_id=consumer_id, lease_ms=LEASE_MS)
+    claimed = service.claim(thread_id, consumer_id=consumer_id, lease_ms=LEASE_MS, start=True)
     assert claimed is not None and claimed.claim_token is not None
-    service.record_start(claimed.dispatch_id, claim_token=claimed.claim_token)
     return claimed
 
 
 def round_trip(service: MailboxService, thread_id: str, run_id: str, consumer_id: str) -> None:
-    """submit -> claim -> record_start -> suspend (one ticket) -> decide -> claim the resume ->
-    record_start -> ack: eight commands, eight transactions."""
+    """submit -> claim and start -> suspend (one ticket) -> decide -> claim and start the resume ->
+    ack: six commands, six transactions."""
     service.submit(thread_id, run_id)
     first = claim_and_start(service, thread_id, consumer_id)
     assert first.claim_token is not None

@@ -17,6 +17,9 @@ from run_mailbox.domain.errors import (
     MailboxError,
     NotFound,
     RunNotFound,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
 )
 from run_mailbox.domain.mailbox import MailboxRecord, ThreadMailbox
 from run_mailbox.domain.model import DomainEvent
@@ -46,6 +49,9 @@ __all__ = [
     "RunNotFound",
     "RunRecord",
     "RunStatus",
+    "StoreError",
+    "StoreTimeout",
+    "StoreUnavailable",
     "TerminationReason",
     "ThreadMailbox",
 ]

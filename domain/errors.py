@@ -156,3 +156,25 @@ class ResumeFailed(MailboxError):
         self.run_id = run_id
         self.error = error
         super().__init__(f"could not queue the resume of run {run_id}: {error}")
+
+
+class StoreError(MailboxError):
+    """The store did not answer as it should; nothing says the command was refused.
+
+    The command may or may not have been recorded (a lost commit acknowledgement is possible):
+    retry it with the same ``idempotency_key`` to get its result exactly once.
+    """
+
+    def __init__(self, operation: str, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{operation}: {reason}")
+
+
+class StoreTimeout(StoreError):
+    """A store transaction hit a timeout (lock, statement or idle-in-transaction) and was rolled back
+    (an earlier attempt of the same write, retried after a lost connection, may still have committed)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached, or kept failing, after the retries."""

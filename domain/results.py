@@ -46,3 +46,18 @@ class RepairReport(Value):
     messages_checked: int
     ranges_checked: int
     repaired_ranges: list[CheckpointResult]
+
+
+class Refusal(Value):
+    """Why one item of a batch was refused: the error's type and message."""
+
+    dispatch_id: str
+    error: str
+    message: str
+
+
+class AckManyResult(Value):
+    """What ``ack_many`` did: the dispatches it acked and those it refused, each in the order given."""
+
+    acked: list[DispatchRecord]
+    refused: list[Refusal]

@@ -29,6 +29,8 @@ from run_mailbox.domain.commands import Command
 from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, MailboxError
 from run_mailbox.infrastructure.aggregate_cache import AggregateCache
 from run_mailbox.infrastructure.handlers import handler_for
+from run_mailbox.infrastructure.observe import DEFAULT_OBSERVER, CommandObserver, Observation
+from run_mailbox.infrastructure.persistence.ready_heads import head_of
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, MailboxTables
 from run_mailbox.infrastructure.unit_of_work import GeneratedIds, UnitOfWork
 
@@ -63,6 +65,7 @@ class CommandRunner:
         new_id: Callable[[], str],
         max_conflict_retries: int = MAX_CONFLICT_RETRIES,
         cache: AggregateCache | None = None,
+        observer: CommandObserver = DEFAULT_OBSERVER,
     ) -> None:
         self._repository = repository
         self._unsnapshotted = unsnapshotted
@@ -75,8 +78,17 @@ class CommandRunner:
         self._count_lock = threading.Lock()
         self.transactions = 0
         """Transactions committed (for benchmarks and tests)."""
+        self.retries = 0
+        """Attempts that ran again on fresh reads (a conflict, a stale read)."""
+        self.observer = observer
+        """Sees every command (structured logs; spans and metrics with ``run_mailbox.instrument``)."""
 
     def run(self, command: Command[R]) -> R:
+        with self.observer.observe(command) as seen:
+            result = seen.result = self._run(command, seen)
+            return result
+
+    def _run(self, command: Command[R], seen: Observation) -> R:
         handler = handler_for(type(command))
         adapter = result_adapter(type(command))
         key = command.idempotency_key
@@ -84,7 +96,9 @@ class CommandRunner:
         now = self.clock() if command.now is None else command.now
         ids = GeneratedIds(self._new_id)
         for attempt in range(self.max_conflict_retries):
+            seen.attempts = attempt + 1
             if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                seen.replayed = True
                 return _replay(found, command, digest, adapter)
             uow = UnitOfWork(
                 self._repository,
@@ -120,6 +134,8 @@ class CommandRunner:
 
     def _forget(self, uow: UnitOfWork) -> None:
         """Drops what the attempt read from the cache: the next attempt reads it from the store."""
+        with self._count_lock:
+            self.retries += 1
         if self.cache is not None:
             self.cache.evict([a.id for a in uow.touched()])
 
@@ -137,6 +153,7 @@ class CommandRunner:
             return all(current[i] == v for i, v in read_versions.items())
         kwargs: dict[str, Any] = {
             "index_rows": [DispatchIndexRow.of(d.record) for d in uow.changed_dispatches()],
+            "head_rows": {m.thread_id: head_of(m.record) for m in uow.changed_mailboxes()},
             "read_versions": read_versions,
         }
         if record_key:

@@ -14,6 +14,7 @@ from run_mailbox.domain.reasons import RUN_FINISHED_FIRST
 from run_mailbox.domain.run import RunRecord
 from run_mailbox.domain.thread_log import thread_log_id
 from run_mailbox.domain.values import DispatchStatus
+from run_mailbox.infrastructure.persistence.ready_heads import heads_of_index
 
 if TYPE_CHECKING:
     from run_mailbox.infrastructure.service import MailboxService
@@ -76,8 +77,20 @@ def _checkpoint_problems(service: MailboxService, thread_id: str, runs: list[Run
     return problems
 
 
+def _head_problems(service: MailboxService) -> list[str]:
+    """The ready heads must be what the dispatch index implies (one per idle thread with queued work)."""
+    expected = {h.thread_id: h for h in heads_of_index(service.tables.all_dispatches())}
+    found = {h.thread_id: h for h in service.tables.ready_heads()}
+    return [
+        f"thread {thread}: ready head {found.get(thread)} but the index implies {expected.get(thread)}"
+        for thread in sorted(set(expected) | set(found))
+        if expected.get(thread) != found.get(thread)
+    ]
+
+
 def check_invariants(service: MailboxService) -> list[str]:
     records, problems = _dispatches(service)
+    problems += _head_problems(service)
     by_thread: dict[str, list[DispatchRecord]] = defaultdict(list)
     for record in records.values():
         by_thread[record.thread_id].append(record)

@@ -14,8 +14,10 @@ from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import Application, Repository
+from eventsourcing.persistence import EventStore
 from eventsourcing.popo import POPOFactory
-from eventsourcing.utils import get_topic
+from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.utils import Environment, get_topic
 
 from run_mailbox.domain import commands as c
 from run_mailbox.domain.ids import new_id
@@ -29,10 +31,13 @@ from run_mailbox.infrastructure.command_runner import MAX_CONFLICT_RETRIES, Cloc
 from run_mailbox.infrastructure.delegates import command, delegate
 from run_mailbox.infrastructure.persistence.mapper import PydanticMapper
 from run_mailbox.infrastructure.persistence.memory import MemoryMailboxRecorder
+from run_mailbox.infrastructure.persistence.pg_preflight import preflight
+from run_mailbox.infrastructure.persistence.pg_snapshots import PostgresSnapshotRecorder
+from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecorder
 from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.infrastructure.queries import MailboxQueries
 from run_mailbox.infrastructure.repair import rebuild_dispatch_index, repair_checkpoints
-from run_mailbox.infrastructure.settings import resolve_env
+from run_mailbox.infrastructure.settings import POSTGRES, resolve_env, store_timeouts
 
 R = TypeVar("R")
 
@@ -61,7 +66,10 @@ class MailboxService(Application[UUID]):
         id_factory: Callable[[], str] = new_id,
         cache_size: int = DEFAULT_SIZE,
     ) -> None:
-        super().__init__(resolve_env(env))
+        resolved = resolve_env(env)
+        if resolved.get("PERSISTENCE_MODULE", "").startswith(POSTGRES):
+            preflight(Environment(self.name, resolved))  # fails in seconds, with the server's reason
+        super().__init__(resolved)
         self.clock: Clock = clock or wall_clock_ms
         self.unsnapshotted = Repository(event_store=self.events)
         self.cache = AggregateCache(cache_size)
@@ -86,7 +94,16 @@ class MailboxService(Application[UUID]):
     def construct_recorder(self) -> Any:
         if isinstance(self.factory, POPOFactory):
             return MemoryMailboxRecorder()
-        return super().construct_recorder()
+        recorder = super().construct_recorder()
+        if isinstance(recorder, PostgresMailboxRecorder):
+            recorder.configure(store_timeouts(self.env))
+        return recorder
+
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        store = super().construct_snapshot_store()
+        if type(store.recorder) is PostgresAggregateRecorder:
+            store.recorder = PostgresSnapshotRecorder.adopt(store.recorder)
+        return store
 
     @property
     def tables(self) -> MailboxTables:
@@ -105,6 +122,7 @@ class MailboxService(Application[UUID]):
     # ------------------------------------------------------------------ commands
 
     submit = command(c.Submit)
+    submit_many = command(c.SubmitMany)
     cancel = command(c.Cancel)
     interrupt = command(c.Interrupt)
     claim = command(c.Claim)
@@ -114,6 +132,7 @@ class MailboxService(Application[UUID]):
     reclaim_expired_leases = command(c.ReclaimExpiredLeases)
     record_start = command(c.RecordStart)
     ack = command(c.Ack)
+    ack_many = command(c.AckMany)
     nack = command(c.Nack)
     dead_letter = command(c.DeadLetter)
     suspend = command(c.Suspend)

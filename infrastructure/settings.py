@@ -8,11 +8,21 @@
 ``POSTGRES_ENABLE_DB_FUNCTIONS`` is refused: in eventsourcing 9.5.6 it skips the table
 lock (subscribers then miss events) and bypasses the insert hook that writes the
 idempotency and index rows.
+
+``POSTGRES_SCHEMA`` must be a name Postgres does not need quoted (lowercase letters, digits
+and ``_``): the library's type lookup does not quote it, and a quoted name once left index
+rows committed without their events.
+
+Write transactions run with ``MAILBOX_LOCK_TIMEOUT_MS`` (default 5000, else
+``POSTGRES_LOCK_TIMEOUT`` seconds), ``MAILBOX_STATEMENT_TIMEOUT_MS`` (30000) and
+``MAILBOX_IDLE_IN_TRANSACTION_TIMEOUT_MS`` (5000, else
+``POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT`` seconds); 0 disables one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -20,7 +30,7 @@ from urllib.parse import unquote, urlparse
 import psycopg
 from eventsourcing.utils import get_topic
 
-from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecorder
+from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecorder, StoreTimeouts
 from run_mailbox.infrastructure.persistence.sqlite import SQLiteMailboxRecorder
 
 POSTGRES = "eventsourcing.postgres"
@@ -29,6 +39,52 @@ SQLITE = "eventsourcing.sqlite"
 
 class SettingsError(ValueError):
     pass
+
+
+_UNQUOTED_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+MAX_IDENTIFIER_BYTES = 63
+
+
+def check_schema_name(schema: str) -> str:
+    """``schema`` when Postgres needs no quotes for it (keywords are checked at connection time)."""
+    if not _UNQUOTED_NAME.fullmatch(schema) or len(schema.encode()) > MAX_IDENTIFIER_BYTES:
+        raise SettingsError(
+            f"invalid POSTGRES_SCHEMA={schema!r}: use lowercase letters, digits and '_', starting with a "
+            f"letter or '_', at most {MAX_IDENTIFIER_BYTES} bytes (names that need quoting are not supported)"
+        )
+    return schema
+
+
+def _milliseconds(env: Mapping[str, str], key: str, default: int, seconds_key: str | None = None) -> int:
+    text = (env.get(key) or "").strip()
+    scale = 1
+    if not text and seconds_key is not None:
+        text, scale = (env.get(seconds_key) or "").strip(), 1000
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        name = key if scale == 1 else seconds_key
+        raise SettingsError(f"invalid {name}={text!r}: expected a whole number >= 0 (0 disables the timeout)")
+    return value * scale
+
+
+def store_timeouts(env: Mapping[str, str]) -> StoreTimeouts:
+    """The write transactions' timeouts (see the module's docstring)."""
+    default = StoreTimeouts()
+    return StoreTimeouts(
+        lock_ms=_milliseconds(env, "MAILBOX_LOCK_TIMEOUT_MS", default.lock_ms, "POSTGRES_LOCK_TIMEOUT"),
+        statement_ms=_milliseconds(env, "MAILBOX_STATEMENT_TIMEOUT_MS", default.statement_ms),
+        idle_in_transaction_ms=_milliseconds(
+            env,
+            "MAILBOX_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+            default.idle_in_transaction_ms,
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
+        ),
+    )
 
 
 def env_from_database_url(url: str) -> dict[str, str]:
@@ -86,9 +142,25 @@ def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
                 "POSTGRES_ENABLE_DB_FUNCTIONS must stay off: in eventsourcing 9.5.6 it skips the "
                 "events table lock and the insert hook that writes idempotency and index rows"
             )
+        schema = (merged.get("MAILBOXSERVICE_POSTGRES_SCHEMA") or merged.get("POSTGRES_SCHEMA") or "").strip()
+        if schema:
+            check_schema_name(schema)
+        store_timeouts(merged)  # refuses a malformed timeout now rather than at the first write
         merged.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(PostgresMailboxRecorder))
+        # How long a caller waits for a pooled connection (the library's default is 30 s, per attempt).
+        merged.setdefault("POSTGRES_CONNECT_TIMEOUT", "5")
         merged.setdefault("POSTGRES_POOL_SIZE", "2")
         merged.setdefault("POSTGRES_MAX_OVERFLOW", "14")
+        if (
+            "MAILBOX_IDLE_IN_TRANSACTION_TIMEOUT_MS" in merged
+            or "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT" not in merged
+        ):
+            # The library sets it on every pooled connection it opens (in seconds).
+            idle_ms = store_timeouts(merged).idle_in_transaction_ms
+            # (the library wants whole seconds)
+            merged["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = str(
+                0 if idle_ms == 0 else max(1, round(idle_ms / 1000))
+            )
         merged.setdefault("POSTGRES_HOST", "127.0.0.1")
         merged.setdefault("POSTGRES_PORT", "5432")
         merged.setdefault("POSTGRES_USER", "postgres")

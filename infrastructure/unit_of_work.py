@@ -146,6 +146,14 @@ class UnitOfWork:
         current = self.tables.current_versions(list(expected))
         return any(current[i] != v for i, v in expected.items())
 
+    def unread(self, aggregate: Any) -> None:
+        """Forgets an aggregate this unit read but does not act on (a claim's passed-over candidate):
+        its commit then does not depend on it staying as it was."""
+        if not aggregate.pending_events:
+            self._aggregates.pop(aggregate.id, None)
+            self._loaded_versions.pop(aggregate.id, None)
+            self._from_cache.discard(aggregate.id)
+
     def cached_reads(self) -> dict[UUID, int]:
         """The versions of the aggregates taken from the cache and left unchanged: the commit checks
         they are still current (the ones it changes are checked by their new versions)."""
@@ -160,6 +168,9 @@ class UnitOfWork:
 
     def changed_dispatches(self) -> list[Dispatch]:
         return [a for a in self.changed() if isinstance(a, Dispatch)]
+
+    def changed_mailboxes(self) -> list[ThreadMailbox]:
+        return [a for a in self.changed() if isinstance(a, ThreadMailbox)]
 
     def commit_then_raise(self, error: MailboxError) -> None:
         """Save what was changed, then refuse the command with ``error``."""

@@ -121,6 +121,8 @@ _ENVELOPE_FIELDS = {
     "resumes_run",
     "pending_tool_calls",
 }
+ENVELOPE_FIELDS = frozenset(_ENVELOPE_FIELDS)
+"""A run event's fields that stay out of its canonical payload."""
 
 
 def _run_key_and_correlation(event: RunEvent) -> tuple[str, str]:

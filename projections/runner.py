@@ -23,6 +23,9 @@ Pair = tuple[int, DomainEvent]
 ReadPage = Callable[[int, int], Sequence[Pair]]
 Subscribe = Callable[[int], Iterable[Pair]]
 Progress = Callable[[int, int], None]  # (position reached, events applied in the page)
+ApplyObserver = Callable[[str, Sequence[Pair], Callable[[], int]], int]
+"""Wraps each batch a runner applies: ``observer(view name, batch, apply)`` calls ``apply()`` (one
+transaction) and returns what it returns; for spans and metrics (``run_mailbox.instrument_views``)."""
 _END = object()
 
 
@@ -35,6 +38,7 @@ class ViewRunner:
         *,
         follow_batch_size: int = 100,
         poll_interval: float = 0.2,
+        observer: ApplyObserver | None = None,
     ) -> None:
         if batch_size < 1 or follow_batch_size < 1:
             raise ValueError("batch sizes must be positive")
@@ -43,6 +47,12 @@ class ViewRunner:
         self.batch_size = batch_size
         self.follow_batch_size = follow_batch_size
         self.poll_interval = poll_interval
+        self.observer = observer
+
+    def _apply(self, batch: Sequence[Pair]) -> int:
+        if self.observer is None:
+            return self.store.apply(batch)
+        return self.observer(self.store.view.name, batch, lambda: self.store.apply(batch))
 
     def catch_up(self, on_batch: Progress | None = None) -> int:
         """Applies every recorded event after the store's position, one transaction per page; returns
@@ -53,7 +63,7 @@ class ViewRunner:
             page = self.read_page(after, self.batch_size)
             if not page:
                 return applied
-            done = self.store.apply(page)
+            done = self._apply(page)
             applied += done
             last = max(position for position, _ in page)
             if last <= after:
@@ -97,7 +107,7 @@ class ViewRunner:
             while not stop.is_set():
                 batch, ended = _drain(inbox, self.follow_batch_size, self.poll_interval)
                 if batch:
-                    self.store.apply(batch)
+                    self._apply(batch)
                 if ended:
                     return
         finally:

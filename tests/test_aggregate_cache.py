@@ -66,3 +66,16 @@ def test_two_services_claiming_one_thread_never_both_win(pair):
     b.claim("t", consumer_id="b")  # b knows the thread is busy; a's cache does not
     assert a.claim("t", consumer_id="a") is None
     assert sum(d.status is DispatchStatus.CLAIMED for d in b.list_dispatches("t")) == 1
+
+
+def test_one_service_alone_commits_every_command_first_time_from_its_cache(service):
+    """The cached reads of a service that is the only writer are never stale: no attempt runs twice."""
+    for n in range(10):
+        service.submit(f"t{n % 3}", f"r{n}")
+    while claimed := service.claim_next(consumer_id="w", limit=3, start=True):
+        for dispatch in claimed:
+            service.extend_lease(dispatch.dispatch_id, claim_token=dispatch.claim_token)
+            service.ack(dispatch.dispatch_id, claim_token=dispatch.claim_token)
+    assert service.count_by_status()["acked"] == 10
+    assert service.runner.retries == 0
+    assert len(service.cache) > 0

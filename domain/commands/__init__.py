@@ -3,6 +3,7 @@ its idempotency digest and its documentation. ``MailboxService`` exposes each as
 same name (``Submit`` as ``submit``) and runs it in one transaction."""
 
 from run_mailbox.domain.commands.base import Command, command_model
+from run_mailbox.domain.commands.batches import AckItem, AckMany, SubmitMany
 from run_mailbox.domain.commands.claiming import Claim, ClaimDispatch, ClaimNext, ExtendLease, ReclaimExpiredLeases
 from run_mailbox.domain.commands.dispatching import Cancel, Interrupt, Submit
 from run_mailbox.domain.commands.messages import CommitMessages, RepairCheckpoint
@@ -11,6 +12,8 @@ from run_mailbox.domain.commands.permissions import Decide, FinishRun, Suspend
 
 __all__ = [
     "Ack",
+    "AckItem",
+    "AckMany",
     "Cancel",
     "Claim",
     "ClaimDispatch",
@@ -27,6 +30,7 @@ __all__ = [
     "RecordStart",
     "RepairCheckpoint",
     "Submit",
+    "SubmitMany",
     "Suspend",
     "command_model",
 ]

@@ -4,7 +4,9 @@ extend_lease, reclaim_expired_leases."""
 from __future__ import annotations
 
 from dataclasses import KW_ONLY
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Strict
 
 from run_mailbox.domain import policies
 from run_mailbox.domain.commands.base import Command, Id, LeaseMs, Limit, command_model
@@ -14,7 +16,8 @@ from run_mailbox.domain.dispatch import DispatchRecord
 @command_model
 class Claim(Command[DispatchRecord | None]):
     """Claims the thread's best ready dispatch (priority, then age) for ``lease_ms``; None when
-    the thread has a claimed dispatch already or nothing is due."""
+    the thread has a claimed dispatch already or nothing is due. With ``start``, also records its
+    start in the same transaction (as ``record_start`` would)."""
 
     name: ClassVar[str] = "claim"
     result_type: ClassVar[Any] = DispatchRecord | None
@@ -23,12 +26,13 @@ class Claim(Command[DispatchRecord | None]):
     _: KW_ONLY
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+    start: Annotated[bool, Strict()] = False
 
 
 @command_model
 class ClaimDispatch(Command[DispatchRecord | None]):
     """Claims one dispatch by id, whatever its ``available_at``; None while its thread has another
-    claimed dispatch."""
+    claimed dispatch. With ``start``, also records its start in the same transaction."""
 
     name: ClassVar[str] = "claim_dispatch"
     result_type: ClassVar[Any] = DispatchRecord | None
@@ -37,12 +41,14 @@ class ClaimDispatch(Command[DispatchRecord | None]):
     _: KW_ONLY
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
+    start: Annotated[bool, Strict()] = False
 
 
 @command_model
 class ClaimNext(Command[list[DispatchRecord]]):
     """Claims up to ``limit`` of the best ready dispatches across threads, at most one per thread,
-    in one transaction (best first: priority, then age)."""
+    in one transaction (best first: priority, then age). With ``start``, also records the start
+    of each (as ``record_start`` would, in the same transaction): the records come back running."""
 
     name: ClassVar[str] = "claim_next"
     result_type: ClassVar[Any] = list[DispatchRecord]
@@ -51,6 +57,7 @@ class ClaimNext(Command[list[DispatchRecord]]):
     consumer_id: Id
     lease_ms: LeaseMs = policies.DEFAULT_LEASE_MS
     limit: Limit = 1
+    start: Annotated[bool, Strict()] = False
 
 
 @command_model

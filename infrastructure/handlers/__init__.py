@@ -14,6 +14,7 @@ Handler = Callable[[Any, UnitOfWork], Any]
 
 HANDLERS: dict[type[c.Command[Any]], Handler] = {
     c.Submit: dispatching.submit,
+    c.SubmitMany: dispatching.submit_many,
     c.Cancel: dispatching.cancel,
     c.Interrupt: dispatching.interrupt,
     c.Claim: claiming.claim,
@@ -23,6 +24,7 @@ HANDLERS: dict[type[c.Command[Any]], Handler] = {
     c.ReclaimExpiredLeases: claiming.reclaim_expired_leases,
     c.RecordStart: outcomes.record_start,
     c.Ack: outcomes.ack,
+    c.AckMany: outcomes.ack_many,
     c.Nack: outcomes.nack,
     c.DeadLetter: outcomes.dead_letter,
     c.Suspend: permissions.suspend,

@@ -11,18 +11,20 @@ from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.reasons import FENCED_AT
 from run_mailbox.domain.values import DispatchStatus, TerminationReason
 from run_mailbox.infrastructure.handlers.fence import fence, supersede_claimed
+from run_mailbox.infrastructure.handlers.outcomes import start
 from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 
 def grant(
-    uow: UnitOfWork, mailbox: ThreadMailbox, dispatch: Dispatch, consumer_id: str, lease_ms: int
+    uow: UnitOfWork, mailbox: ThreadMailbox, dispatch: Dispatch, consumer_id: str, lease_ms: int, started: bool
 ) -> DispatchRecord:
-    """Claims ``dispatch`` for ``consumer_id`` under a fresh token, and marks its thread busy."""
+    """Claims ``dispatch`` for ``consumer_id`` under a fresh token, and marks its thread busy; records
+    its start too when ``started``."""
     at = uow.now
     token = uuid.uuid4().hex
     dispatch.claim(consumer_id=consumer_id, claim_token=token, lease_until=at + lease_ms, now=at)
     mailbox.grant_claim(dispatch_id=dispatch.dispatch_id, now=at)
-    return dispatch.record
+    return start(uow, dispatch, token, None) if started else dispatch.record
 
 
 def claim(cmd: Claim, uow: UnitOfWork) -> DispatchRecord | None:
@@ -32,7 +34,7 @@ def claim(cmd: Claim, uow: UnitOfWork) -> DispatchRecord | None:
     best = mailbox.best_ready(uow.now)
     if best is None:
         return None
-    return grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms)
+    return grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start)
 
 
 def claim_dispatch(cmd: ClaimDispatch, uow: UnitOfWork) -> DispatchRecord | None:
@@ -40,27 +42,31 @@ def claim_dispatch(cmd: ClaimDispatch, uow: UnitOfWork) -> DispatchRecord | None
     mailbox = uow.mailbox(dispatch.record.thread_id)
     if dispatch.record.status is DispatchStatus.QUEUED and mailbox.record.claimed is not None:
         return None
-    return grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms)
+    return grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms, cmd.start)
 
 
 def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
-    """Reads the dispatch index (written with the events, so it never lags), then confirms each
-    pick against the thread mailbox."""
-    threads = [row.thread_id for row in uow.tables.ready_threads(uow.now, cmd.limit + 16)]
-    if uow.attempt > 0 and len(threads) > cmd.limit:
-        # After a conflict, spread racing workers over the candidates instead of all retrying
-        # the same best one (no livelock: one of them always wins).
-        offset = random.randrange(len(threads))
-        threads = threads[offset:] + threads[:offset]
-    claimed: list[DispatchRecord] = []
-    for thread_id in threads:
-        if len(claimed) == cmd.limit:
-            break
+    """Reads the ready heads (written with the events, so they never lag) for the candidate
+    threads, then takes each one's best due dispatch from its mailbox, best first."""
+    picks: list[tuple[tuple[int, int, str], ThreadMailbox, str]] = []
+    for thread_id in dict.fromkeys(uow.tables.ready_threads(uow.now, cmd.limit + 16)):
         mailbox = uow.find_mailbox(thread_id)
         best = mailbox.best_ready(uow.now) if mailbox is not None else None
-        if mailbox is None or best is None:
-            continue
-        claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms))
+        if mailbox is not None and best is not None:
+            picks.append((mailbox.record.open[best].order(best), mailbox, best))
+        elif mailbox is not None:
+            uow.unread(mailbox)
+    picks.sort(key=lambda pick: pick[0])
+    if uow.attempt > 0 and len(picks) > cmd.limit:
+        # After a conflict, spread racing workers over the candidates instead of all retrying
+        # the same best one (no livelock: one of them always wins).
+        offset = random.randrange(len(picks))
+        picks = picks[offset:] + picks[:offset]
+    for _, passed_over, _ in picks[cmd.limit :]:
+        uow.unread(passed_over)  # another worker may claim it meanwhile: no reason to fail this claim
+    claimed: list[DispatchRecord] = []
+    for _, mailbox, best in picks[: cmd.limit]:
+        claimed.append(grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start))
     return claimed
 
 

@@ -1,10 +1,10 @@
-"""Handlers of submit, cancel and interrupt."""
+"""Handlers of submit, submit_many, cancel and interrupt."""
 
 from __future__ import annotations
 
-from run_mailbox.domain.commands import Cancel, Interrupt, Submit
+from run_mailbox.domain.commands import Cancel, Interrupt, Submit, SubmitMany
 from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
-from run_mailbox.domain.errors import DuplicateDispatch, DuplicateRun
+from run_mailbox.domain.errors import DuplicateDispatch, DuplicateRun, MailboxError
 from run_mailbox.domain.reasons import SUPERSEDED_BY_INTERRUPT
 from run_mailbox.domain.results import InterruptResult
 from run_mailbox.domain.run import Run
@@ -13,8 +13,24 @@ from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 
 def submit(cmd: Submit, uow: UnitOfWork) -> DispatchRecord:
+    return enqueue(cmd, uow, "dispatch")
+
+
+def submit_many(cmd: SubmitMany, uow: UnitOfWork) -> list[DispatchRecord]:
+    records = []
+    for i, run in enumerate(cmd.runs):
+        try:
+            records.append(enqueue(run, uow, f"dispatch {i}"))
+        except MailboxError as refused:
+            refused.args = (f"runs[{i}]: {refused}",)
+            raise
+    return records
+
+
+def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str) -> DispatchRecord:
+    """Queues one run: its dispatch (with a generated id for ``purpose`` unless given) and the run."""
     at = uow.now
-    dispatch_id = cmd.dispatch_id or uow.ids("dispatch")
+    dispatch_id = cmd.dispatch_id or uow.ids(purpose)
     # Creating, not reading: the first try lets the store refuse an existing run or dispatch
     # id (a unique key); only a retry after such a conflict looks them up.
     if uow.attempt > 0 and uow.find_run(cmd.run_id) is not None:

@@ -20,13 +20,15 @@ def fence(uow: UnitOfWork, dispatch: Dispatch, command: str) -> bool:
     return True
 
 
-def owner_fenced(uow: UnitOfWork, dispatch: Dispatch, token: str, command: str) -> bool:
-    """True when the owner's command is refused by the fence (the supersession is saved, then raised)."""
+def owner_fenced(uow: UnitOfWork, dispatch: Dispatch, token: str, command: str, *, defer: bool = True) -> bool:
+    """True when the owner's command is refused by the fence: the supersession is saved, and then
+    (``defer``) the command raises DispatchSuperseded; a batch reports it for the one item instead."""
     if not dispatch.owns(token):
         return False  # the domain method refuses with the precise error
     if not fence(uow, dispatch, command):
         return False
-    uow.commit_then_raise(DispatchSuperseded(dispatch.dispatch_id, FENCED_AT[command]))
+    if defer:
+        uow.commit_then_raise(DispatchSuperseded(dispatch.dispatch_id, FENCED_AT[command]))
     return True
 
 

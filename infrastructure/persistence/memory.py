@@ -14,6 +14,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
+from run_mailbox.infrastructure.persistence.ready_heads import ReadyHeadRow, candidates, heads_of_index
 from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow, IdempotencyRow, sorted_index_rows
 
 
@@ -26,6 +27,7 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
         super().__init__()
         self._idempotency: dict[str, IdempotencyRow] = {}
         self._index: dict[str, DispatchIndexRow] = {}
+        self._heads: dict[str, ReadyHeadRow] = {}
 
     def _insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self._database_lock:
@@ -41,6 +43,11 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
                 self._idempotency[idempotency.key] = idempotency
             for row in sorted_index_rows(kwargs.get("index_rows")):
                 self._index[row.dispatch_id] = row
+            for thread_id, head in (kwargs.get("head_rows") or {}).items():
+                if head is None:
+                    self._heads.pop(thread_id, None)
+                else:
+                    self._heads[thread_id] = head
             return notification_ids
 
     def _version_of(self, aggregate_id: UUID) -> int:
@@ -53,6 +60,7 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self._database_lock:
             self._index = {row.dispatch_id: row for row in rows}
+            self._heads = {head.thread_id: head for head in heads_of_index(rows)}
 
     def _rows(self) -> list[DispatchIndexRow]:
         with self._database_lock:
@@ -68,11 +76,14 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
         ready = [r for r in rows if r.status == "queued" and r.available_at <= now and r.thread_id not in busy]
         return sorted(ready, key=_queue_order)[:limit]
 
-    def ready_threads(self, now: int, limit: int) -> list[DispatchIndexRow]:
-        best: dict[str, DispatchIndexRow] = {}
-        for row in self.ready_dispatches(now, len(self._index)):
-            best.setdefault(row.thread_id, row)
-        return sorted(best.values(), key=_queue_order)[:limit]
+    def ready_threads(self, now: int, limit: int) -> list[str]:
+        with self._database_lock:
+            heads = list(self._heads.values())
+        return candidates(heads, now, limit)
+
+    def ready_heads(self) -> list[ReadyHeadRow]:
+        with self._database_lock:
+            return sorted(self._heads.values(), key=lambda h: h.thread_id)
 
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         rows = [r for r in self._rows() if r.status == "claimed" and r.lease_until is not None and r.lease_until < now]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Names(Protocol):
@@ -27,7 +27,8 @@ class Names(Protocol):
 class Migration:
     version: int
     summary: str
-    statements: Callable[[Names], list[str]]
+    statements: Callable[[Any], list[str]]
+    """The SQL, given the backend's names (``Names``; the Postgres recorder itself on Postgres)."""
 
 
 def _pg_v1(n: Names) -> list[str]:
@@ -68,9 +69,91 @@ def _pg_v2(n: Names) -> list[str]:
     ]
 
 
+def _heads_v3(n: Names, *, postgres: bool) -> list[str]:
+    """The ready heads (see ``ready_heads``), filled from the dispatch index of the day."""
+    heads, idx = n.table("ready_heads"), n.table("dispatch_index")
+    text, big = ("text", "bigint") if postgres else ("TEXT", "INTEGER")
+    return [
+        f"CREATE TABLE IF NOT EXISTS {heads} (thread_id {text} PRIMARY KEY, dispatch_id {text} NOT NULL, "
+        f"priority integer NOT NULL, created_at {big} NOT NULL, available_at {big} NOT NULL, "
+        f"next_available_at {big} NOT NULL)",
+        f"CREATE INDEX IF NOT EXISTS {n.index('ready_heads_order')} ON {heads} (priority, created_at, dispatch_id)",
+        f"CREATE INDEX IF NOT EXISTS {n.index('ready_heads_behind')} ON {heads} (next_available_at) "
+        "WHERE next_available_at < available_at",
+        f"INSERT INTO {heads} (thread_id, dispatch_id, priority, created_at, available_at, next_available_at) "
+        "SELECT thread_id, dispatch_id, priority, created_at, available_at, next_available_at FROM ("
+        "SELECT q.thread_id, q.dispatch_id, q.priority, q.created_at, q.available_at, "
+        "min(q.available_at) OVER (PARTITION BY q.thread_id) AS next_available_at, "
+        "row_number() OVER (PARTITION BY q.thread_id ORDER BY q.priority, q.created_at, q.dispatch_id) AS rank "
+        f"FROM {idx} q WHERE q.status = 'queued' AND NOT EXISTS "
+        f"(SELECT 1 FROM {idx} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')) best WHERE rank = 1",
+    ]
+
+
+def _pg_v3(n: Names) -> list[str]:
+    return _heads_v3(n, postgres=True)
+
+
+def _sqlite_v3(n: Names) -> list[str]:
+    return _heads_v3(n, postgres=False)
+
+
+def _pg_v4(n: Any) -> list[str]:
+    """A whole write in one statement (one round trip, its own transaction): take the events table's
+    lock (waiting at most ``lock_ms``), announce the insert, check the versions of the aggregates the
+    command only read, write the side rows, insert the events and return their notification ids."""
+    events, idx, heads = n.table("events"), n.table("dispatch_index"), n.table("ready_heads")
+    return [
+        f"""CREATE OR REPLACE FUNCTION {n.table("write")}(
+            lock_ms integer, events {n.table(n.stored_event_type_name, prefixed=False)}[],
+            read_ids uuid[], read_versions integer[], idem text[],
+            ix_dispatch text[], ix_thread text[], ix_run text[], ix_status text[], ix_priority integer[],
+            ix_created bigint[], ix_available bigint[], ix_lease bigint[], ix_updated bigint[],
+            heads_gone text[], h_thread text[], h_dispatch text[], h_priority integer[], h_created bigint[],
+            h_available bigint[], h_next bigint[])
+        RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM set_config('lock_timeout', lock_ms || 'ms', true);
+            LOCK TABLE {events} IN EXCLUSIVE MODE;
+            NOTIFY {n.channel};
+            IF cardinality(read_ids) > 0 THEN
+                PERFORM {n.table("assert_read_versions")}(read_ids, read_versions);
+            END IF;
+            IF idem IS NOT NULL THEN
+                INSERT INTO {n.table("idempotency")} (key, command, digest, result)
+                VALUES (idem[1], idem[2], idem[3], idem[4]);
+            END IF;
+            IF cardinality(ix_dispatch) > 0 THEN
+                INSERT INTO {idx} (dispatch_id, thread_id, run_id, status, priority, created_at, available_at,
+                    lease_until, updated_at)
+                SELECT * FROM unnest(ix_dispatch, ix_thread, ix_run, ix_status, ix_priority, ix_created,
+                    ix_available, ix_lease, ix_updated)
+                ON CONFLICT (dispatch_id) DO UPDATE SET status = EXCLUDED.status, priority = EXCLUDED.priority,
+                    available_at = EXCLUDED.available_at, lease_until = EXCLUDED.lease_until,
+                    updated_at = EXCLUDED.updated_at;
+            END IF;
+            IF cardinality(heads_gone) > 0 THEN
+                DELETE FROM {heads} WHERE thread_id = ANY(heads_gone);
+            END IF;
+            IF cardinality(h_thread) > 0 THEN
+                INSERT INTO {heads} (thread_id, dispatch_id, priority, created_at, available_at, next_available_at)
+                SELECT * FROM unnest(h_thread, h_dispatch, h_priority, h_created, h_available, h_next)
+                ON CONFLICT (thread_id) DO UPDATE SET dispatch_id = EXCLUDED.dispatch_id,
+                    priority = EXCLUDED.priority, created_at = EXCLUDED.created_at,
+                    available_at = EXCLUDED.available_at, next_available_at = EXCLUDED.next_available_at;
+            END IF;
+            RETURN QUERY INSERT INTO {events} AS t (originator_id, originator_version, topic, state)
+                SELECT e.originator_id, e.originator_version, e.topic, e.state FROM unnest(events) AS e
+                RETURNING t.notification_id;
+        END $$"""
+    ]
+
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "idempotency keys and the dispatch index", _pg_v1),
     Migration(2, "the read-version check of a write transaction", _pg_v2),
+    Migration(3, "ready heads: the best queued dispatch of every idle thread", _pg_v3),
+    Migration(4, "a write in one statement", _pg_v4),
 )
 
 
@@ -108,6 +191,7 @@ def _sqlite_v2(n: Names) -> list[str]:
 SQLITE: tuple[Migration, ...] = (
     Migration(1, "idempotency keys and the dispatch index", _sqlite_v1),
     Migration(2, "side tables named after the application", _sqlite_v2),
+    Migration(3, "ready heads: the best queued dispatch of every idle thread", _sqlite_v3),
 )
 
 

@@ -1,27 +1,49 @@
-"""The Postgres application recorder, extended with the idempotency table and dispatch index.
+"""The Postgres application recorder, extended with the idempotency table, the dispatch index and
+the ready heads, all written in the transaction that inserts the events.
 
-Both are written by the library's ``_insert_events`` hook, inside the transaction that inserts
-the events. The hook takes the events table's lock first (the library would take it a moment
-later), so every write runs alone from there on: the aggregates a command only read are then
-checked to be still at the versions it read (``read_versions``; a stale one aborts the
-transaction as a conflict), and the side rows are written. A duplicate idempotency key aborts
-the whole transaction.
+The write path is this recorder's own, not the library's (eventsourcing 9.5.6 sends the whole
+transaction through a psycopg pipeline). With psycopg 3.3's pipeline:
+
+- a batch of several MB hangs for ever while holding the events table's EXCLUSIVE lock (psycopg
+  stops flushing libpq's send buffer once its command queue is empty and waits for results the
+  server cannot send before it has the rest of the message: see docs/decisions/0011);
+- a statement that psycopg prepares automatically (after 5 uses) in a pipeline aborted by an earlier
+  error (a duplicate key, a lock timeout) is remembered as prepared although the server skipped it:
+  every later use on that connection fails with "prepared statement does not exist";
+- an exception raised in Python after the hook ran (building the events) was caught inside the
+  library's transaction block, which then committed the hook's rows without the events.
+
+Here a write is one statement in its own transaction, one round trip: a server-side function
+(``<app>_write``, migration 4) takes the events table's lock (waiting at most the lock timeout),
+announces the insert, checks that the aggregates the command only read are still at the versions it
+read (``read_versions``: a stale one aborts it as a conflict), writes the idempotency row, the
+dispatch-index and ready-head rows and the events (sent in binary), and returns their notification
+ids. No client code runs while the lock is held, the statement is flushed completely before its
+result is read, any error rolls everything back, and failures reach the caller as the mailbox's
+typed errors (``pg_errors``). A duplicate idempotency key aborts the whole write. The statement and
+idle-in-transaction timeouts are set once per connection.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
-from typing import Any
+import inspect
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.postgres import PgStoredEvent, PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from run_mailbox.infrastructure.persistence import migrations
+from run_mailbox.infrastructure.persistence import migrations, pg_reindex, pg_schema
+from run_mailbox.infrastructure.persistence.pg_errors import StorePolicy
+from run_mailbox.infrastructure.persistence.pg_reindex import columns
+from run_mailbox.infrastructure.persistence.pg_statements import Statements
+from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
     DispatchIndexRow,
@@ -29,73 +51,74 @@ from run_mailbox.infrastructure.persistence.rows import (
     sorted_index_rows,
 )
 
+T = TypeVar("T")
+
+# The library's reads without their retry decorator: this recorder applies the policy itself.
+_select_events = inspect.unwrap(PostgresApplicationRecorder.select_events)
+_select_notifications = inspect.unwrap(PostgresApplicationRecorder.select_notifications)
+_max_notification_id = inspect.unwrap(PostgresApplicationRecorder.max_notification_id)
+
+
+@dataclass(frozen=True)
+class StoreTimeouts:
+    """``SET LOCAL`` values of every write transaction, in milliseconds (0 disables one)."""
+
+    lock_ms: int = 5_000
+    statement_ms: int = 30_000
+    idle_in_transaction_ms: int = 5_000
+
 
 class PostgresMailboxRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         self.table_prefix = events_table_name.removesuffix("_events")
-        self._idem = self._qualified(f"{self.table_prefix}_idempotency")
-        self._idx = self._qualified(f"{self.table_prefix}_dispatch_index")
-        self._assert_versions = SQL("SELECT {}(%s::uuid[], %s::integer[])").format(
-            self._qualified(f"{self.table_prefix}_assert_read_versions")
-        )
-        self._insert_idem = SQL("INSERT INTO {} (key, command, digest, result) VALUES (%s, %s, %s, %s)").format(
-            self._idem
-        )
-        self._upsert_index = SQL(
-            "INSERT INTO {} (" + INDEX_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (dispatch_id) DO UPDATE SET status = EXCLUDED.status, "
-            "priority = EXCLUDED.priority, available_at = EXCLUDED.available_at, "
-            "lease_until = EXCLUDED.lease_until, updated_at = EXCLUDED.updated_at"
-        ).format(self._idx)
+        self.sql = Statements(self)
+        # The library's statement, with the events sent in binary (%b): half the bytes of the hex text
+        # form, parsed about 4x faster by the server, which holds the events lock meanwhile.
+        self.insert_events_statement = self.sql.insert_events
+        self.policy = StorePolicy(datastore)
+        self.configure(StoreTimeouts())
 
-    # ------------------------------------------------------------------ schema
+    def configure(self, timeouts: StoreTimeouts) -> None:
+        """Sets the timeouts: the lock timeout of every write, the others of every pooled connection."""
+        self.timeouts = timeouts
+        self._sessions: weakref.WeakKeyDictionary[Any, Composed] = weakref.WeakKeyDictionary()
+        self._session_settings = SQL("SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}").format(
+            Literal(f"{timeouts.statement_ms}ms"), Literal(f"{timeouts.idle_in_transaction_ms}ms")
+        )
+        self.begin_write = SQL(
+            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; "
+            "SET LOCAL idle_in_transaction_session_timeout = {}; LOCK TABLE {} IN EXCLUSIVE MODE; NOTIFY {}"
+        ).format(
+            Literal(f"{timeouts.lock_ms}ms"),
+            Literal(f"{timeouts.statement_ms}ms"),
+            Literal(f"{timeouts.idle_in_transaction_ms}ms"),
+            self.qualified(self.events_table_name),
+            Identifier(self.channel_name),
+        )
 
-    def table(self, name: str) -> str:
-        return self._qualified(f"{self.table_prefix}_{name}").as_string(None)
+    # ------------------------------------------------------------------ names and schema
+
+    def qualified(self, name: str) -> Composed:
+        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
+
+    def table(self, name: str, *, prefixed: bool = True) -> str:
+        """A table (or type, or function) in the schema, quoted: ``"public"."mailboxservice_<name>"``."""
+        return self.qualified(f"{self.table_prefix}_{name}" if prefixed else name).as_string(None)
 
     def index(self, name: str) -> str:
         return Identifier(f"{self.table_prefix}_{name}").as_string(None)
 
-    def _qualified(self, name: str) -> Composed:
-        return SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(name))
+    @property
+    def channel(self) -> str:
+        """The channel a write notifies (the library's subscriptions listen on it), quoted."""
+        return Identifier(self.channel_name).as_string(None)
 
     def create_table(self) -> None:
-        # Fast path: a service starting beside running writers must not take the locks of
-        # CREATE ... IF NOT EXISTS (they deadlock against the insert path's locks).
-        if self._schema_version(recorded_only=True) == migrations.POSTGRES[-1].version:
+        if pg_schema.recorded_version(self) == migrations.POSTGRES[-1].version:
             self.datastore.register_type_adapters()
             return
         super().create_table()
-
-    def _schema_version(self, curs: Cursor[DictRow] | None = None, *, recorded_only: bool = False) -> int | None:
-        """The version the database records; 1 for tables of 0.1.0 (no record, unless ``recorded_only``);
-        None before any."""
-        query = (
-            "SELECT CASE WHEN to_regclass(%(versions)s) IS NOT NULL THEN -1 "
-            "WHEN to_regclass(%(index)s) IS NOT NULL THEN 1 END AS found, "
-            "to_regtype(%(type)s) IS NOT NULL AS typed"
-        )
-        params = {
-            "versions": self.table("schema_version"),
-            "index": self.table("dispatch_index"),
-            "type": self._qualified(self.stored_event_type_name).as_string(None),
-        }
-        with contextlib.ExitStack() as stack:
-            if curs is None:
-                conn = stack.enter_context(self.datastore.get_connection())
-                curs = stack.enter_context(conn.cursor())
-            row = curs.execute(query, params).fetchone()
-            if row is None or row["found"] is None or not row["typed"]:
-                return None
-            if row["found"] == 1 and recorded_only:
-                return None
-            if row["found"] == -1:
-                recorded = curs.execute(
-                    f"SELECT max(version) AS version FROM {self.table('schema_version')}"
-                ).fetchone()
-                return int(recorded["version"]) if recorded and recorded["version"] is not None else None
-            return int(row["found"])
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Several processes starting at once would race on CREATE ... IF NOT EXISTS and
@@ -103,70 +126,112 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         lock_name = Literal(f"{self.datastore.schema}.{self.events_table_name}")
         curs.execute(SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(lock_name))
         super()._create_table(curs)
-        current = self._schema_version(curs) or 0
-        for migration in migrations.after(migrations.POSTGRES, current):
-            for statement in migration.statements(self):
-                curs.execute(statement, prepare=False)
-        versions = self.table("schema_version")
-        curs.execute(f"CREATE TABLE IF NOT EXISTS {versions} (version integer NOT NULL)", prepare=False)
-        curs.execute(f"DELETE FROM {versions}", prepare=False)
-        curs.execute(f"INSERT INTO {versions} (version) VALUES (%s)", [migrations.POSTGRES[-1].version], prepare=False)
+        pg_schema.migrate(self, curs)
+
+    def _call(self, operation: str, attempt: Callable[[], T]) -> T:
+        return self.policy.call(operation, attempt)
 
     # ------------------------------------------------------------------ writes
 
-    def _insert_events(
-        self,
-        curs: Cursor[DictRow],
-        stored_events: Sequence[StoredEvent],
-        **kwargs: Any,
-    ) -> None:
-        self._lock_table(curs)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        # Built before the transaction: a failure here leaves nothing behind and holds no lock.
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        return self._call("write", lambda: self._write(stored_events, rows, **kwargs))
+
+    def _write(
+        self, stored_events: Sequence[StoredEvent], rows: list[PgStoredEvent], **kwargs: Any
+    ) -> list[int] | None:
+        params = self._write_params(rows, **kwargs)
+        with self.datastore.get_connection() as conn:
+            self._configure_session(conn)
+            with conn.cursor() as curs:
+                curs.execute(self.sql.write, params)
+                ids = [row["notification_id"] for row in curs.fetchall()]
+        return ids if rows else None
+
+    def _write_params(self, rows: list[PgStoredEvent], **kwargs: Any) -> list[Any]:
         read_versions: dict[UUID, int] = kwargs.get("read_versions") or {}
-        if read_versions:
-            curs.execute(self._assert_versions, (list(read_versions), list(read_versions.values())), prepare=True)
-        idempotency: IdempotencyRow | None = kwargs.get("idempotency")
-        if idempotency is not None:
-            curs.execute(
-                self._insert_idem,
-                (idempotency.key, idempotency.command, idempotency.digest, idempotency.result),
-            )
-        rows = sorted_index_rows(kwargs.get("index_rows"))
-        if rows:
-            curs.executemany(self._upsert_index, [row.as_tuple() for row in rows])
-        super()._insert_events(curs, stored_events, **kwargs)
+        key: IdempotencyRow | None = kwargs.get("idempotency")
+        index = sorted_index_rows(kwargs.get("index_rows"))
+        heads: Mapping[str, ReadyHeadRow | None] = kwargs.get("head_rows") or {}
+        kept = [head for _, head in sorted(heads.items()) if head is not None]
+        return [
+            self.timeouts.lock_ms,
+            rows,
+            list(read_versions),
+            list(read_versions.values()),
+            None if key is None else [key.key, key.command, key.digest, key.result],
+            *columns((r.as_tuple() for r in index), 9),
+            sorted(t for t, head in heads.items() if head is None),
+            *columns((h.as_tuple() for h in kept), 6),
+        ]
+
+    def _configure_session(self, conn: Any) -> None:
+        """The statement and idle-in-transaction timeouts, set once on each pooled connection."""
+        if self._sessions.get(conn) != self._session_settings:
+            conn.execute(self._session_settings, prepare=False)
+            self._sessions[conn] = self._session_settings
+
+    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
+        self._call("write", lambda: pg_reindex.replace_dispatch_index(self, rows))
+
+    # ------------------------------------------------------------------ the library's reads, under the policy
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return self._call("read", lambda: _select_events(self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit))
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        return self._call(
+            "read",
+            lambda: _select_notifications(self, start, limit, stop, topics, inclusive_of_start=inclusive_of_start),
+        )
+
+    def max_notification_id(self) -> int | None:
+        head: int | None = self._call("read", lambda: _max_notification_id(self))
+        return head
+
+    # ------------------------------------------------------------------ our reads
+
+    def _select(self, statement: Composed, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
+        def attempt() -> list[dict[str, Any]]:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(statement, params, prepare=True)
+                return list(curs.fetchall())
+
+        return self._call("read", attempt)
+
+    def _index_rows(self, where: str, params: Sequence[Any], order: str = "") -> list[DispatchIndexRow]:
+        statement = SQL("SELECT " + INDEX_COLUMNS + " FROM {idx} q WHERE " + where + " " + order).format(
+            idx=self.sql.index_table
+        )
+        return [DispatchIndexRow(**row) for row in self._select(statement, params)]
 
     def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
-        rows = self._select(
-            SQL(
-                "SELECT originator_id, max(originator_version) AS version FROM {} "
-                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
-            ).format(self._qualified(self.events_table_name)),
-            [list(aggregate_ids)],
-        )
+        rows = self._select(self.sql.current_versions, [list(aggregate_ids)])
         found = {row["originator_id"]: row["version"] for row in rows}
         return {i: int(found.get(i, 0)) for i in aggregate_ids}
 
-    def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self._idx))
-            curs.execute(SQL("DELETE FROM {}").format(self._idx))
-            ordered = sorted_index_rows(rows)
-            if ordered:
-                curs.executemany(self._upsert_index, [row.as_tuple() for row in ordered])
-
-    # ------------------------------------------------------------------ reads
-
-    def _select(self, statement: Composed, params: Sequence[Any]) -> list[dict[str, Any]]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, params, prepare=True)
-            return list(curs.fetchall())
-
-    def _index_rows(self, where: str, params: Sequence[Any], order: str = "") -> list[DispatchIndexRow]:
-        statement = SQL("SELECT " + INDEX_COLUMNS + " FROM {idx} q WHERE " + where + " " + order).format(idx=self._idx)
-        return [DispatchIndexRow(**row) for row in self._select(statement, params)]
-
     def find_idempotency(self, key: str) -> IdempotencyRow | None:
-        rows = self._select(SQL("SELECT key, command, digest, result FROM {} WHERE key = %s").format(self._idem), [key])
+        rows = self._select(self.sql.find_idempotency, [key])
         return IdempotencyRow(**rows[0]) if rows else None
 
     def ready_dispatches(self, now: int, limit: int) -> list[DispatchIndexRow]:
@@ -177,16 +242,15 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             "ORDER BY priority, created_at, dispatch_id LIMIT %s",
         )
 
-    def ready_threads(self, now: int, limit: int) -> list[DispatchIndexRow]:
-        """The best ready dispatch of each thread without a claim, best first."""
-        statement = SQL(
-            "SELECT " + INDEX_COLUMNS + " FROM (SELECT " + INDEX_COLUMNS + ", row_number() OVER "
-            "(PARTITION BY thread_id ORDER BY priority, created_at, dispatch_id) AS rank FROM {idx} q "
-            "WHERE q.status = 'queued' AND q.available_at <= %s AND NOT EXISTS "
-            "(SELECT 1 FROM {idx} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')) best "
-            "WHERE rank = 1 ORDER BY priority, created_at, dispatch_id LIMIT %s"
-        ).format(idx=self._idx)
-        return [DispatchIndexRow(**row) for row in self._select(statement, [now, limit])]
+    def ready_threads(self, now: int, limit: int) -> list[str]:
+        """Threads a claim at ``now`` looks at: the best due heads, then threads due behind their head."""
+        return [row["thread_id"] for row in self._select(self.sql.ready_threads, {"now": now, "limit": limit})]
+
+    def ready_heads(self) -> list[ReadyHeadRow]:
+        rows = self._select(
+            SQL("SELECT " + HEAD_COLUMNS + " FROM {} ORDER BY thread_id").format(self.sql.heads_table), []
+        )
+        return [ReadyHeadRow(**row) for row in rows]
 
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         return self._index_rows(
@@ -200,5 +264,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         return self._index_rows("TRUE", [], "ORDER BY dispatch_id")
 
     def count_by_status(self) -> dict[str, int]:
-        rows = self._select(SQL("SELECT status, count(*) AS n FROM {} GROUP BY status").format(self._idx), [])
+        rows = self._select(
+            SQL("SELECT status, count(*) AS n FROM {} GROUP BY status").format(self.sql.index_table), []
+        )
         return {row["status"]: row["n"] for row in rows}

@@ -10,6 +10,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from run_mailbox.infrastructure.persistence import migrations
+from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow, heads_of_index
 from run_mailbox.infrastructure.persistence.rows import (
     INDEX_COLUMNS,
     DispatchIndexRow,
@@ -22,6 +23,7 @@ from run_mailbox.infrastructure.persistence.rows import (
 PREFIX = "mailboxservice"
 IDEM = f"{PREFIX}_idempotency"
 IDX = f"{PREFIX}_dispatch_index"
+HEADS = f"{PREFIX}_ready_heads"
 VERSIONS = f"{PREFIX}_schema_version"
 
 
@@ -74,6 +76,7 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
                 f"INSERT OR REPLACE INTO {IDX} ({INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row.as_tuple(),
             )
+        self._write_heads(c, kwargs.get("head_rows") or {})
         return super()._insert_events(c, stored_events, **kwargs)
 
     def _versions(self, c: SQLiteCursor, aggregate_ids: list[UUID]) -> dict[UUID, int]:
@@ -81,20 +84,30 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
         c.execute(
             f"SELECT originator_id, max(originator_version) FROM {self.events_table_name} "
             f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
-            [str(i) for i in aggregate_ids],
+            [i.hex for i in aggregate_ids],  # the library stores UUIDs as their hex
         )
-        return {UUID(row[0]): int(row[1]) for row in c.fetchall()}
+        return {UUID(hex=row[0]): int(row[1]) for row in c.fetchall()}
 
     def current_versions(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, int]:
         with self.datastore.transaction(commit=False) as c:
             found = self._versions(c, list(aggregate_ids))
         return {i: found.get(i, 0) for i in aggregate_ids}
 
+    def _write_heads(self, c: SQLiteCursor, heads: dict[str, ReadyHeadRow | None]) -> None:
+        for thread_id in sorted(heads):
+            head = heads[thread_id]
+            if head is None:
+                c.execute(f"DELETE FROM {HEADS} WHERE thread_id = ?", (thread_id,))
+            else:
+                c.execute(f"INSERT OR REPLACE INTO {HEADS} ({HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", head.as_tuple())
+
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {IDX}")
             for row in sorted_index_rows(rows):
                 c.execute(f"INSERT INTO {IDX} ({INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row.as_tuple())
+            c.execute(f"DELETE FROM {HEADS}")
+            self._write_heads(c, {head.thread_id: head for head in heads_of_index(rows)})
 
     def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:
         with self.datastore.transaction(commit=False) as c:
@@ -117,17 +130,20 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
             "ORDER BY priority, created_at, dispatch_id LIMIT ?",
         )
 
-    def ready_threads(self, now: int, limit: int) -> list[DispatchIndexRow]:
-        """The best ready dispatch of each thread without a claim, best first."""
+    def ready_threads(self, now: int, limit: int) -> list[str]:
+        """Threads a claim at ``now`` looks at: the best due heads, then threads due behind their head."""
         rows = self._select(
-            f"SELECT {INDEX_COLUMNS} FROM (SELECT {INDEX_COLUMNS}, row_number() OVER "
-            "(PARTITION BY thread_id ORDER BY priority, created_at, dispatch_id) AS rank "
-            f"FROM {IDX} q WHERE q.status = 'queued' AND q.available_at <= ? AND NOT EXISTS "
-            f"(SELECT 1 FROM {IDX} c WHERE c.thread_id = q.thread_id AND c.status = 'claimed')) "
-            "WHERE rank = 1 ORDER BY priority, created_at, dispatch_id LIMIT ?",
-            [now, limit],
+            f"SELECT thread_id FROM (SELECT thread_id FROM {HEADS} WHERE available_at <= ? "
+            "ORDER BY priority, created_at, dispatch_id LIMIT ?) UNION ALL "
+            f"SELECT thread_id FROM (SELECT thread_id FROM {HEADS} WHERE next_available_at < available_at "
+            "AND next_available_at <= ? AND available_at > ? ORDER BY priority, created_at, dispatch_id LIMIT ?)",
+            [now, limit, now, now, limit],
         )
-        return [DispatchIndexRow(*tuple(row)) for row in rows]
+        return [row[0] for row in rows]
+
+    def ready_heads(self) -> list[ReadyHeadRow]:
+        rows = self._select(f"SELECT {HEAD_COLUMNS} FROM {HEADS} ORDER BY thread_id", [])
+        return [ReadyHeadRow(*tuple(row)) for row in rows]
 
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         return self._index_rows(

@@ -31,7 +31,7 @@ from run_mailbox.projections.checkpoint_ranges import CheckpointRangeRow, Thread
 from run_mailbox.projections.dispatch_queue import DispatchQueueRow
 from run_mailbox.projections.permission_resolutions import PermissionRow
 from run_mailbox.projections.run_status import RunStatusRow
-from run_mailbox.projections.runner import ViewRunner, rebuild
+from run_mailbox.projections.runner import ApplyObserver, ViewRunner, rebuild
 from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
 from run_mailbox.projections.view import View, ViewStore
 from run_mailbox.projections.views import ALL_VIEWS, view_by_name
@@ -45,6 +45,8 @@ class ViewHost:
         self.service = service
         self.batch_size = batch_size
         self.stores: dict[str, ViewStore] = {view.name: self._store_for(view) for view in views}
+        self.observer: ApplyObserver | None = None
+        """Wraps every batch the host's runners apply (``run_mailbox.instrument_views`` sets it)."""
 
     def _store_for(self, view: View) -> ViewStore:
         factory = self.service.factory
@@ -75,7 +77,7 @@ class ViewHost:
         return [pair for pair in self.read_page(after, limit) if pair[0] <= position]
 
     def runner(self, name: str) -> ViewRunner:
-        return ViewRunner(self.store(name), self.read_page, self.batch_size)
+        return ViewRunner(self.store(name), self.read_page, self.batch_size, observer=self.observer)
 
     def log_end(self) -> int:
         return self.service.recorder.max_notification_id() or 0

@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from run_mailbox.domain.commands import (
     Ack,
+    AckItem,
+    AckMany,
     Cancel,
     Claim,
     ClaimDispatch,
@@ -27,6 +29,7 @@ from run_mailbox.domain.commands import (
     ReclaimExpiredLeases,
     RecordStart,
     Submit,
+    SubmitMany,
     Suspend,
 )
 from run_mailbox.domain.dispatch_record import DispatchRecord
@@ -74,9 +77,19 @@ from run_mailbox.domain.policies import (
     MAX_PRIORITY,
     backoff_delay_ms,
 )
-from run_mailbox.domain.results import CheckpointResult, DecisionOutcome, InterruptResult, RepairReport
+from run_mailbox.domain.results import (
+    AckManyResult,
+    CheckpointResult,
+    DecisionOutcome,
+    InterruptResult,
+    Refusal,
+    RepairReport,
+)
 from run_mailbox.domain.run_record import RunRecord
 from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
+from run_mailbox.infrastructure.async_service import AsyncMailboxService
+from run_mailbox.infrastructure.instrument import instrument, instrument_views
+from run_mailbox.infrastructure.observe import CommandObserver, Observation
 from run_mailbox.infrastructure.persistence.mapper import UndecodableEvent
 from run_mailbox.infrastructure.persistence.migrations import SchemaTooNew
 from run_mailbox.infrastructure.service import MailboxService
@@ -101,7 +114,11 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "MAX_PRIORITY",
     "Ack",
+    "AckItem",
+    "AckMany",
+    "AckManyResult",
     "AlreadyExists",
+    "AsyncMailboxService",
     "AudioBlock",
     "Base64Source",
     "Cancel",
@@ -113,6 +130,7 @@ __all__ = [
     "ClaimNext",
     "ClaimTokenMismatch",
     "Command",
+    "CommandObserver",
     "CommitMessages",
     "ConcurrencyConflict",
     "ContentBlock",
@@ -147,11 +165,13 @@ __all__ = [
     "MessageSeqRange",
     "Nack",
     "NotFound",
+    "Observation",
     "OpenDispatch",
     "PermissionRow",
     "RebuildFailed",
     "ReclaimExpiredLeases",
     "RecordStart",
+    "Refusal",
     "RepairReport",
     "ResumeFailed",
     "RunNotFound",
@@ -162,6 +182,7 @@ __all__ = [
     "SeqConflict",
     "SettingsError",
     "Submit",
+    "SubmitMany",
     "Suspend",
     "TerminationReason",
     "TextBlock",
@@ -179,6 +200,8 @@ __all__ = [
     "__version__",
     "backoff_delay_ms",
     "env_from_database_url",
+    "instrument",
+    "instrument_views",
     "resolve_env",
     "sqlite_env",
 ]

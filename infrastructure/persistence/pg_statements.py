@@ -1,0 +1,60 @@
+"""The Postgres recorder's own statements, composed once per recorder (quoted for its schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.sql import SQL
+
+from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS
+from run_mailbox.infrastructure.persistence.rows import INDEX_COLUMNS
+
+
+class Statements:
+    def __init__(self, recorder: Any) -> None:
+        prefix = recorder.table_prefix
+        q = recorder.qualified
+        self.index_table = q(f"{prefix}_dispatch_index")
+        self.heads_table = q(f"{prefix}_ready_heads")
+        idem = q(f"{prefix}_idempotency")
+        events = q(recorder.events_table_name)
+        self.insert_events = SQL(
+            "INSERT INTO {} AS t (originator_id, originator_version, topic, state) "
+            "SELECT originator_id, originator_version, topic, state FROM unnest(%b::{}[]) "
+            "RETURNING notification_id"
+        ).format(events, q(recorder.stored_event_type_name))
+        self.write = SQL(
+            "SELECT notification_id FROM {}(%s::integer, %b::{}[], %s::uuid[], %s::integer[], %s::text[], "
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::bigint[], %s::bigint[], "
+            "%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::bigint[], "
+            "%s::bigint[], %s::bigint[]) AS notification_id"
+        ).format(q(f"{prefix}_write"), q(recorder.stored_event_type_name))
+        self.assert_versions = SQL("SELECT {}(%s::uuid[], %s::integer[])").format(q(f"{prefix}_assert_read_versions"))
+        self.insert_idempotency = SQL("INSERT INTO {} (key, command, digest, result) VALUES (%s, %s, %s, %s)").format(
+            idem
+        )
+        self.find_idempotency = SQL("SELECT key, command, digest, result FROM {} WHERE key = %s").format(idem)
+        self.upsert_index = SQL(
+            "INSERT INTO {} (" + INDEX_COLUMNS + ") SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
+            "%s::text[], %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+            "ON CONFLICT (dispatch_id) DO UPDATE SET status = EXCLUDED.status, "
+            "priority = EXCLUDED.priority, available_at = EXCLUDED.available_at, "
+            "lease_until = EXCLUDED.lease_until, updated_at = EXCLUDED.updated_at"
+        ).format(self.index_table)
+        self.upsert_heads = SQL(
+            "INSERT INTO {} (" + HEAD_COLUMNS + ") SELECT * FROM unnest(%s::text[], %s::text[], %s::integer[], "
+            "%s::bigint[], %s::bigint[], %s::bigint[]) ON CONFLICT (thread_id) DO UPDATE SET "
+            "dispatch_id = EXCLUDED.dispatch_id, priority = EXCLUDED.priority, created_at = EXCLUDED.created_at, "
+            "available_at = EXCLUDED.available_at, next_available_at = EXCLUDED.next_available_at"
+        ).format(self.heads_table)
+        self.delete_heads = SQL("DELETE FROM {} WHERE thread_id = ANY(%s)").format(self.heads_table)
+        self.ready_threads = SQL(
+            "(SELECT thread_id FROM {heads} WHERE available_at <= %(now)s "
+            "ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s) UNION ALL "
+            "(SELECT thread_id FROM {heads} WHERE next_available_at < available_at AND next_available_at <= %(now)s "
+            "AND available_at > %(now)s ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s)"
+        ).format(heads=self.heads_table)
+        self.current_versions = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(events)

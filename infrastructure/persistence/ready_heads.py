@@ -1,0 +1,90 @@
+"""The ready heads: one row per thread that has queued work and no claimed dispatch, naming the
+thread's best queued dispatch (priority, then age) and when its next queued dispatch is due.
+
+Claiming across threads walks this table in claim order and stops after the threads it needs
+(an index gives them in O(log n)), instead of ranking every queued dispatch of every thread: the
+cost of a claim does not grow with the backlog. The rows are written with the events, in the same
+transaction, from the thread mailbox's state after the command.
+
+A thread whose best queued dispatch is not due yet but which has another one due is found by
+``next_available_at``; the claim then takes the best due dispatch from the thread's mailbox.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from run_mailbox.domain.mailbox import MailboxRecord
+from run_mailbox.infrastructure.persistence.rows import DispatchIndexRow
+
+
+@dataclass(frozen=True)
+class ReadyHeadRow:
+    thread_id: str
+    dispatch_id: str
+    priority: int
+    created_at: int
+    available_at: int
+    next_available_at: int
+
+    def as_tuple(self) -> tuple[str, str, int, int, int, int]:
+        return (
+            self.thread_id,
+            self.dispatch_id,
+            self.priority,
+            self.created_at,
+            self.available_at,
+            self.next_available_at,
+        )
+
+
+HEAD_COLUMNS = "thread_id, dispatch_id, priority, created_at, available_at, next_available_at"
+
+
+def head_of(mailbox: MailboxRecord) -> ReadyHeadRow | None:
+    """The thread's head row, or None when it has a claimed dispatch or nothing queued."""
+    if any(entry.claimed for entry in mailbox.open.values()) or not mailbox.open:
+        return None
+    best = min(mailbox.open, key=lambda d: mailbox.open[d].order(d))
+    entry = mailbox.open[best]
+    return ReadyHeadRow(
+        thread_id=mailbox.thread_id,
+        dispatch_id=best,
+        priority=entry.priority,
+        created_at=entry.created_at,
+        available_at=entry.available_at,
+        next_available_at=min(e.available_at for e in mailbox.open.values()),
+    )
+
+
+def heads_of_index(rows: Iterable[DispatchIndexRow]) -> list[ReadyHeadRow]:
+    """The head rows the dispatch index implies (what ``head_of`` gives for every thread)."""
+    by_thread: dict[str, list[DispatchIndexRow]] = defaultdict(list)
+    for row in rows:
+        if row.status in ("queued", "claimed"):
+            by_thread[row.thread_id].append(row)
+    heads = []
+    for thread_id, open_rows in sorted(by_thread.items()):
+        if any(r.status == "claimed" for r in open_rows):
+            continue
+        best = min(open_rows, key=lambda r: (r.priority, r.created_at, r.dispatch_id))
+        next_due = min(r.available_at for r in open_rows)
+        heads.append(
+            ReadyHeadRow(thread_id, best.dispatch_id, best.priority, best.created_at, best.available_at, next_due)
+        )
+    return heads
+
+
+def candidates(heads: Iterable[ReadyHeadRow], now: int, limit: int) -> list[str]:
+    """The threads a claim at ``now`` should look at (in memory; the SQL recorders run the same
+    two index walks): the best ``limit`` heads that are due, then threads whose head is not due
+    but that have a due dispatch."""
+    rows = list(heads)
+    due = sorted((r for r in rows if r.available_at <= now), key=lambda r: (r.priority, r.created_at, r.dispatch_id))
+    behind = sorted(
+        (r for r in rows if r.available_at > now and r.next_available_at <= now),
+        key=lambda r: (r.priority, r.created_at, r.dispatch_id),
+    )
+    return [r.thread_id for r in due[:limit]] + [r.thread_id for r in behind[:limit]]
