@@ -65,7 +65,7 @@ def test_a_claim_that_ignores_the_thread_s_claimed_dispatch_is_caught(monkeypatc
 def test_an_owner_write_that_skips_the_epoch_fence_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bug: after an interrupt, the claim's owner writes as if nothing happened (no lazy fence)."""
 
-    def never_fenced(*args: Any) -> bool:
+    def never_fenced(*args: Any, **kwargs: Any) -> bool:
         return False
 
     for module in (claiming, outcomes, permissions, fence):

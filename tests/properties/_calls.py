@@ -66,6 +66,10 @@ def _changed(name: str, value: Any) -> Any:
         return [*value, {"tool_call_id": "c-changed", "tool_name": "shell"}]
     if name == "messages":
         return [*value, message("m-changed")]
+    if name == "runs":
+        return [*value, {"thread_id": "t1", "run_id": "r-changed"}]
+    if name == "acks":
+        return [*value, {"dispatch_id": "d-changed", "claim_token": "tok"}]
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):

@@ -23,7 +23,17 @@ from tests.properties._calls import message, other_command, perturbed
 from tests.properties._driver import CommandDriver
 from tests.properties._model import CLAIMED, QUEUED, THREADS
 from tests.properties._oracle import PREDICT, conflict, returns
-from tests.properties._vocabulary import CLAIMS, SUBMITTED, THREAD_IDS, Claim, Refused, Submitted
+from tests.properties._vocabulary import (
+    CLAIMS,
+    KEYED,
+    OTHER_TOKEN,
+    SUBMITTED,
+    THREAD_IDS,
+    TOKENS,
+    Claim,
+    Refused,
+    Submitted,
+)
 
 DECISION_VARIANTS = [
     "decided_call_new_id",
@@ -155,6 +165,50 @@ class EdgeRules(CommandDriver):
         else:
             raise AssertionError(f"{command}({bad!r}, ...) was accepted")
         assert self.log_length() == before, f"{command}({bad!r}, ...) was refused yet wrote"
+
+    @rule(
+        target=SUBMITTED,
+        threads=st.lists(st.sampled_from(THREADS), min_size=1, max_size=3),
+        variant=st.sampled_from(["fresh", "fresh", "fresh", "reused_run", "twice_in_batch", "malformed"]),
+        keyed=KEYED,
+    )
+    def submit_many(self, threads: list[str], variant: str, keyed: bool) -> Any:
+        """Runs queued together: all of them, or none when one is refused."""
+        m = self.model
+        runs: list[dict[str, Any]] = [
+            {
+                "thread_id": t,
+                "run_id": m.fresh("r"),
+                "priority": 100 + i,
+                "dispatch_id": m.fresh("d") if i % 2 else None,
+            }
+            for i, t in enumerate(threads)
+        ]
+        if variant == "reused_run" and m.runs:
+            runs[-1]["run_id"] = sorted(m.runs)[len(runs) % len(m.runs)]
+        elif variant == "twice_in_batch":
+            runs.append({**runs[0], "dispatch_id": None})
+        elif variant == "malformed":
+            runs[-1]["thread_id"] = f" {runs[-1]['thread_id']}"
+        records = self.execute("submit_many", {"runs": runs}, keyed)
+        if isinstance(records, Refused):
+            return multiple()
+        return multiple(*(Submitted(r.dispatch_id, r.run_id) for r in records))
+
+    @rule(claims=st.lists(CLAIMS, min_size=1, max_size=3), twice=st.sampled_from([False, False, False, True]),
+          token=TOKENS, keyed=KEYED)  # fmt: skip
+    def ack_many(self, claims: list[Claim], twice: bool, token: str, keyed: bool) -> None:
+        """Claims acked together (mostly still held; some ended since, some with another token):
+        each acked, refused or found fenced on its own."""
+        acks, seen = [], set()
+        for i, claim in enumerate(claims):
+            if claim.dispatch_id in seen and not twice:
+                continue
+            seen.add(claim.dispatch_id)
+            chosen = token if i == len(claims) - 1 else "own"
+            acks.append({"dispatch_id": claim.dispatch_id,
+                         "claim_token": {"own": claim.token, "other": OTHER_TOKEN}.get(chosen, chosen)})  # fmt: skip
+        self.execute("ack_many", {"acks": acks}, keyed)
 
     @rule(target=CLAIMS, thread=THREAD_IDS, then=st.sampled_from(FOLLOWERS))
     def interrupt_and_follow(self, thread: str, then: str) -> Any:

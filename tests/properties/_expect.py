@@ -95,6 +95,16 @@ def record_is(m: Model, before: Any, now: int | None, **changes: Any) -> None:
     m.checked.add(name)
 
 
+def run_started(m: Model, run_before: Any, dispatch_id: str, now: int) -> None:
+    """The run is running for ``dispatch_id``: unchanged when it already was, else started now
+    (``started_at`` kept from its first start)."""
+    if run_before.status is RUNNING and run_before.dispatch_id == dispatch_id:
+        record_is(m, run_before, None)
+    else:
+        started = now if run_before.started_at is None else run_before.started_at
+        record_is(m, run_before, now, status=RUNNING, waiting_reason=None, dispatch_id=dispatch_id, started_at=started)
+
+
 def run_ended(m: Model, run_id: str, was_done: bool, termination: str, error: str | None = None, *,
               before: Any = None, now: int | None = None) -> None:  # fmt: skip
     run = m.runs[run_id]

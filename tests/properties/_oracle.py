@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tests.properties import _oracle_batches as b
 from tests.properties import _oracle_dispatch as d
 from tests.properties import _oracle_owner as o
 from tests.properties import _oracle_runs as r
@@ -22,6 +23,8 @@ PREDICT: dict[str, Callable[[Model, int, dict[str, Any]], Expect]] = {
     f.__name__: f
     for f in (
         d.submit,
+        b.submit_many,
+        b.ack_many,
         d.claim,
         d.claim_next,
         d.claim_dispatch,

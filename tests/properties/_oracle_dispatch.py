@@ -31,6 +31,7 @@ from tests.properties._expect import (
     MAX_LEASE_MS,
     QUEUED,
     RECLAIMED_AFTER_INTERRUPT,
+    RUNNING,
     SUPERSEDED,
     Check,
     Expect,
@@ -39,6 +40,7 @@ from tests.properties._expect import (
     refuse,
     returns,
     run_ended,
+    run_started,
     same,
     succeed,
 )
@@ -85,6 +87,12 @@ def _bad_lease(kw: dict[str, Any]) -> bool:
 
 
 def _claimed(m: Model, before: DispatchRecord, kw: dict[str, Any], now: int) -> Check:
+    """A claim of ``before``; with ``start``, its start recorded too (as record_start would)."""
+    run_before = m.runs[before.run_id]
+    started: dict[str, Any] = {}
+    if kw.get("start"):
+        started = {"run_status": RUNNING, "instance_id": f"{before.dispatch_id}/{before.attempt_count + 1}"}
+
     def then(record: DispatchRecord | None) -> None:
         assert record is not None, f"expected a claim of {before.dispatch_id}"
         same(record, dispatch_id=before.dispatch_id, status=CLAIMED, claimed_by=kw["consumer_id"])
@@ -92,9 +100,18 @@ def _claimed(m: Model, before: DispatchRecord, kw: dict[str, Any], now: int) -> 
         assert record.claim_token, record
         assert m.dispatches[record.dispatch_id] == record, "the returned record is the stored one"
         record_is(m, before, now, status=CLAIMED, claim_token=record.claim_token, claimed_by=kw["consumer_id"],
-                  lease_until=now + kw["lease_ms"])  # fmt: skip
+                  lease_until=now + kw["lease_ms"], **started)  # fmt: skip
+        if started:
+            run_started(m, run_before, before.dispatch_id, now)
 
     return then
+
+
+def _start_refused(m: Model, picks: list[DispatchRecord], kw: dict[str, Any]) -> Expect | None:
+    """``start`` on a dispatch whose run is done: the start is refused, and the claim with it."""
+    if kw.get("start") and any(m.runs[p.run_id].status is DONE for p in picks):
+        return refuse(InvalidTransition, "start=True, and the run is done")
+    return None
 
 
 def claim(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -103,7 +120,7 @@ def claim(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     best = m.best_ready(kw["thread_id"], now)
     if best is None:
         return returns(None, "the thread is busy, empty or not yet due")
-    return succeed(_claimed(m, best, kw, now))
+    return _start_refused(m, [best], kw) or succeed(_claimed(m, best, kw, now))
 
 
 def claim_next(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -111,6 +128,9 @@ def claim_next(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         return refuse(InvalidArgument, "malformed argument")
     bests = [b for t in THREADS if (b := m.best_ready(t, now)) is not None]
     picks = sorted(bests, key=lambda d: (d.priority, d.created_at, d.dispatch_id))[: kw["limit"]]
+    refused = _start_refused(m, picks, kw)
+    if refused is not None:
+        return refused
 
     def then(records: list[DispatchRecord]) -> None:
         got = [r.dispatch_id for r in records]
@@ -131,7 +151,7 @@ def claim_dispatch(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         return refuse(InvalidTransition, f"the dispatch is {d.status.value}, must be queued")
     if m.claimed_on(d.thread_id) is not None:
         return returns(None, "the thread has a claimed dispatch")
-    return succeed(_claimed(m, d, kw, now))
+    return _start_refused(m, [d], kw) or succeed(_claimed(m, d, kw, now))
 
 
 def cancel(m: Model, now: int, kw: dict[str, Any]) -> Expect:

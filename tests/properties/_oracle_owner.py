@@ -34,6 +34,7 @@ from tests.properties._expect import (
     refuse,
     returns,
     run_ended,
+    run_started,
     succeed,
 )
 from tests.properties._model import Model
@@ -107,12 +108,7 @@ def record_start(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     def then(record: DispatchRecord) -> None:
         instance = kw["instance_id"] or f"{d.dispatch_id}/{d.attempt_count + 1}"
         record_is(m, d, now, run_status=RUNNING, instance_id=instance)
-        if run_before.status is RUNNING and run_before.dispatch_id == d.dispatch_id:
-            record_is(m, run_before, None)  # started already under this dispatch: unchanged
-        else:
-            started = now if run_before.started_at is None else run_before.started_at
-            record_is(m, run_before, now, status=RUNNING, waiting_reason=None, dispatch_id=d.dispatch_id,
-                      started_at=started)  # fmt: skip
+        run_started(m, run_before, d.dispatch_id, now)
 
     return succeed(then)
 

@@ -16,6 +16,10 @@ def check_subject(command: str, kwargs: dict[str, Any], error: Exception, m: Mod
         got = getattr(error, attribute)
         assert got == value, f"{command}: {type(error).__name__}.{attribute} is {got!r}, expected {value!r}"
 
+    if command in ("submit_many", "ack_many"):
+        if isinstance(error, e.IdempotencyConflict):
+            named("key", kwargs["idempotency_key"])
+        return  # a batch's refusal names one of its items (its place is in the field path)
     if isinstance(error, e.DecisionConflict):
         named("key", kwargs["resume"].decision_id)
         named("command", "decide")

@@ -42,6 +42,7 @@ from tests.properties._vocabulary import (
     LIVE_CLAIMS,
     OTHER_TOKEN,
     OWNER_COMMANDS,
+    STARTS,
     SUBMITTED,
     THREAD_IDS,
     TICKETS,
@@ -130,19 +131,25 @@ class MailboxMachine(EdgeRules):
         records = records if isinstance(records, list) else [records]
         return multiple(*(Claim(r.dispatch_id, r.claim_token) for r in records))
 
-    @rule(target=CLAIMS, thread=THREAD_IDS, consumer=CONSUMERS, lease_ms=LEASES, keyed=KEYED)
-    def claim(self, thread: str, consumer: str, lease_ms: int, keyed: bool) -> Any:
-        kwargs = {"thread_id": thread, "consumer_id": consumer, "lease_ms": lease_ms}
+    @rule(target=CLAIMS, thread=THREAD_IDS, consumer=CONSUMERS, lease_ms=LEASES, start=STARTS, keyed=KEYED)
+    def claim(self, thread: str, consumer: str, lease_ms: int, start: bool, keyed: bool) -> Any:
+        kwargs = {
+            "thread_id": thread,
+            "consumer_id": consumer,
+            "lease_ms": lease_ms,
+            **({"start": True} if start else {}),
+        }
         return self._claims(self.execute("claim", kwargs, keyed))
 
-    @rule(target=CLAIMS, consumer=CONSUMERS, lease_ms=LEASES, limit=mostly([1, 2, 3], [0]), keyed=KEYED)
-    def claim_next(self, consumer: str, lease_ms: int, limit: int, keyed: bool) -> Any:
-        kwargs = {"consumer_id": consumer, "lease_ms": lease_ms, "limit": limit}
+    @rule(target=CLAIMS, consumer=CONSUMERS, lease_ms=LEASES, limit=mostly([1, 2, 3], [0]), start=STARTS, keyed=KEYED)
+    def claim_next(self, consumer: str, lease_ms: int, limit: int, start: bool, keyed: bool) -> Any:
+        kwargs = {"consumer_id": consumer, "lease_ms": lease_ms, "limit": limit, **({"start": True} if start else {})}
         return self._claims(self.execute("claim_next", kwargs, keyed))
 
-    @rule(target=CLAIMS, submission=SUBMITTED, consumer=CONSUMERS, lease_ms=LEASES, keyed=KEYED)
-    def claim_dispatch(self, submission: Submitted, consumer: str, lease_ms: int, keyed: bool) -> Any:
+    @rule(target=CLAIMS, submission=SUBMITTED, consumer=CONSUMERS, lease_ms=LEASES, start=STARTS, keyed=KEYED)
+    def claim_dispatch(self, submission: Submitted, consumer: str, lease_ms: int, start: bool, keyed: bool) -> Any:
         kwargs = {"dispatch_id": submission.dispatch_id, "consumer_id": consumer, "lease_ms": lease_ms}
+        kwargs |= {"start": True} if start else {}
         return self._claims(self.execute("claim_dispatch", kwargs, keyed))
 
     def _owner(self, claim: Claim, token: str) -> dict[str, Any]:
