@@ -87,6 +87,8 @@ def digested(entry: Keyed) -> list[str]:
 def perturbed(entry: Keyed, pick: int) -> dict[str, Any]:
     """The entry's arguments with one of them (chosen by ``pick``) changed."""
     names = digested(entry)
+    if not names:  # every argument left to its default (a sweep): give one another value
+        return {**entry.kwargs, "limit": 5}
     name = names[pick % len(names)]
     return {**entry.kwargs, name: _changed(name, entry.kwargs[name])}
 

@@ -21,7 +21,7 @@ SLOW_IS_NORMAL = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.
 settings.register_profile(
     "ci",
     derandomize=True,
-    max_examples=700,
+    max_examples=600,
     deadline=None,
     print_blob=True,
     database=None,
