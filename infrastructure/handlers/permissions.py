@@ -39,6 +39,8 @@ def decide(cmd: Decide, uow: UnitOfWork) -> DecisionOutcome:
     remaining = [t for t in run.record.pending_tickets() if t.tool_call_id != cmd.tool_call_id]
     resumes = not remaining
     dispatch_id = run.record.dispatch_id
+    # Read before the decision is recorded: the decision points the run at its resume dispatch.
+    priority = _priority(uow, run.record, cmd)
     if resumes:
         dispatch_id = cmd.resume_dispatch_id or uow.ids("resume dispatch")
         if not _can_queue_resume(uow, run, cmd, dispatch_id):
@@ -54,7 +56,7 @@ def decide(cmd: Decide, uow: UnitOfWork) -> DecisionOutcome:
     )
     if resumes:
         assert dispatch_id is not None
-        _queue_resume(uow, run.record, dispatch_id, _priority(uow, run.record, cmd))
+        _queue_resume(uow, run.record, dispatch_id, priority)
     return outcome_of(run.record, cmd.resume.decision_id)
 
 

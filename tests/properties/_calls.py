@@ -13,8 +13,15 @@ def ticket(tool_call_id: str) -> dict[str, Any]:
     return {"tool_call_id": tool_call_id, "tool_name": "shell", "arguments": {"cmd": tool_call_id}}
 
 
+ROLES = ("assistant", "user", "tool", "system")
+
+
 def message(message_id: str, text: str | None = None) -> dict[str, Any]:
-    return {"message_id": message_id, "role": "assistant", "content": [{"type": "text", "text": text or message_id}]}
+    """A text message; its role and visibility follow from its id (so the same id is the same message)."""
+    number = sum(map(ord, message_id))
+    role, visibility = ROLES[number % 4], "internal" if number % 3 == 0 else "all"
+    content = [{"type": "text", "text": text or message_id}]
+    return {"message_id": message_id, "role": role, "visibility": visibility, "content": content}
 
 
 def _unknown_calls(ident: str) -> dict[str, dict[str, Any]]:
@@ -59,6 +66,10 @@ def _changed(name: str, value: Any) -> Any:
         return [*value, {"tool_call_id": "c-changed", "tool_name": "shell"}]
     if name == "messages":
         return [*value, message("m-changed")]
+    if name == "runs":
+        return [*value, {"thread_id": "t1", "run_id": "r-changed"}]
+    if name == "acks":
+        return [*value, {"dispatch_id": "d-changed", "claim_token": "tok"}]
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -76,6 +87,8 @@ def digested(entry: Keyed) -> list[str]:
 def perturbed(entry: Keyed, pick: int) -> dict[str, Any]:
     """The entry's arguments with one of them (chosen by ``pick``) changed."""
     names = digested(entry)
+    if not names:  # every argument left to its default (a sweep): give one another value
+        return {**entry.kwargs, "limit": 5}
     name = names[pick % len(names)]
     return {**entry.kwargs, name: _changed(name, entry.kwargs[name])}
 

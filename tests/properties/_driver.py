@@ -18,9 +18,9 @@ from uuid import UUID
 
 from hypothesis.stateful import RuleBasedStateMachine
 
-from run_mailbox.domain.errors import DispatchSuperseded, MailboxError, ResumeFailed
+from run_mailbox.domain.errors import DispatchSuperseded, InvalidArgument, MailboxError, ResumeFailed
 from run_mailbox.infrastructure.service import MailboxService
-from tests.properties import _backends, _invariants
+from tests.properties import _backends, _invariants, _refusals
 from tests.properties._model import Keyed, Model, Observed
 from tests.properties._oracle import PREDICT, Expect
 from tests.properties._vocabulary import Clock, Refused, set_running
@@ -81,6 +81,8 @@ class CommandDriver(RuleBasedStateMachine):
             key = self.model.fresh("key-")
         call = kwargs if key is None else {**kwargs, "idempotency_key": key}
         before = self.log_length()
+        self.model.checked, self.model.new_messages = set(), []
+        dispatches_before, runs_before = dict(self.model.dispatches), dict(self.model.runs)
         try:
             outcome: Any = getattr(self.service, command)(**call)
         except MailboxError as error:
@@ -89,16 +91,23 @@ class CommandDriver(RuleBasedStateMachine):
         self.observed = self.model.observe(self.service)
         label = f"{command}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
         if isinstance(outcome, Refused):
-            self._check_refusal(label, outcome.error, expect, wrote, key)
+            self._check_refusal(label, outcome.error, expect, wrote, key, kwargs)
         else:
             self._check_success(label, outcome, expect, wrote)
             if key is not None:
                 self.model.keyed.append(Keyed(key, command, kwargs, outcome))
+        m = self.model
+        changed = {("dispatch", i) for i in self.observed.dispatches if dispatches_before.get(i) != m.dispatches[i]}
+        changed |= {("run", i) for i in self.observed.runs if runs_before.get(i) != self.model.runs[i]}
+        unexpected = changed - self.model.checked
+        assert not unexpected, f"{label} changed records the oracle did not expect to change: {sorted(unexpected)}"
         self.after_command(command, kwargs, outcome, key)
         self._healthy = True
         return outcome
 
-    def _check_refusal(self, label: str, error: MailboxError, expect: Expect, wrote: int, key: str | None) -> None:
+    def _check_refusal(
+        self, label: str, error: MailboxError, expect: Expect, wrote: int, key: str | None, kwargs: dict[str, Any]
+    ) -> None:
         if isinstance(error, WRITING_REFUSALS):
             assert wrote > 0, f"{label}: {type(error).__name__} must record what it found, wrote nothing"
         else:
@@ -109,6 +118,13 @@ class CommandDriver(RuleBasedStateMachine):
         assert type(error) in expect.refusal, f"{label} was refused with {error!r}; expected {wanted} ({expect.why})"
         if expect.then is not None:
             expect.then(error)
+        _refusals.check_subject(label.split("(", maxsplit=1)[0], kwargs, error, self.model)
+        if isinstance(error, InvalidArgument):  # it names the argument (or a part of it) and its value
+            top = error.field.split("[")[0].split(".")[0]
+            assert not error.reason.startswith("Value error"), f"{label}: pydantic's wrapper in {error.reason!r}"
+            assert top in kwargs or top == "arguments", f"{label}: InvalidArgument names {error.field!r}"
+            if error.field in kwargs and not isinstance(kwargs[error.field], (list, dict)):
+                assert error.value == kwargs[error.field], f"{label}: InvalidArgument shows {error.value!r}"
 
     def _check_success(self, label: str, result: Any, expect: Expect, wrote: int) -> None:
         if expect.refusal:

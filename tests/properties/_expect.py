@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from run_mailbox.domain.errors import DispatchSuperseded, IdempotencyConflict, ResumeFailed
-from run_mailbox.domain.values import DispatchStatus, RunStatus
+from run_mailbox.domain.values import DispatchStatus, RunStatus, TerminationReason
 from tests.properties._model import Model
 
 QUEUED, CLAIMED, ACKED = DispatchStatus.QUEUED, DispatchStatus.CLAIMED, DispatchStatus.ACKED
@@ -74,13 +74,49 @@ def same(record: Any, **expected: Any) -> None:
         assert actual == value, f"{type(record).__name__} {name}={actual!r}, expected {value!r} in {record}"
 
 
-def run_ended(m: Model, run_id: str, was_done: bool, termination: str, error: str | None = None) -> None:
+CLEARED_CLAIM: dict[str, Any] = {"claim_token": None, "claimed_by": None, "lease_until": None}
+CLEARED_RUNTIME: dict[str, Any] = {"instance_id": None, "run_status": None}
+
+
+def record_is(m: Model, before: Any, now: int | None, **changes: Any) -> None:
+    """The whole record now held for ``before``'s aggregate is ``before`` with exactly these
+    changes (and ``updated_at=now`` unless ``now`` is None: nothing written)."""
+    if now is not None:
+        changes["updated_at"] = now
+    expected = before.model_copy(update=changes)
+    if hasattr(before, "dispatch_id") and not hasattr(before, "agent_id"):
+        actual, name = m.dispatches[before.dispatch_id], ("dispatch", before.dispatch_id)
+    else:
+        actual, name = m.runs[before.run_id], ("run", before.run_id)
+    if actual != expected:
+        fields = [f for f in type(before).model_fields if getattr(actual, f) != getattr(expected, f)]
+        wrong = {f: (getattr(actual, f), getattr(expected, f)) for f in fields}
+        raise AssertionError(f"{name[0]} {name[1]}: (held, expected) differ in {wrong}")
+    m.checked.add(name)
+
+
+def run_started(m: Model, run_before: Any, dispatch_id: str, now: int) -> None:
+    """The run is running for ``dispatch_id``: unchanged when it already was, else started now
+    (``started_at`` kept from its first start)."""
+    if run_before.status is RUNNING and run_before.dispatch_id == dispatch_id:
+        record_is(m, run_before, None)
+    else:
+        started = now if run_before.started_at is None else run_before.started_at
+        record_is(m, run_before, now, status=RUNNING, waiting_reason=None, dispatch_id=dispatch_id, started_at=started)
+
+
+def run_ended(m: Model, run_id: str, was_done: bool, termination: str, error: str | None = None, *,
+              before: Any = None, now: int | None = None) -> None:  # fmt: skip
     run = m.runs[run_id]
     assert run.status is DONE, f"run {run_id} should be done, is {run.status}"
     if not was_done:
         assert run.termination is not None and run.termination.type == termination, run
         if error is not None:
             assert run.error == error, run
+        if before is not None and now is not None:
+            value = error if termination == "error" else None
+            ended = TerminationReason(type=termination, value=value)  # type: ignore[arg-type]
+            record_is(m, before, now, status=DONE, termination=ended, error=error, finished_at=now)
 
 
 def conflict(why: str) -> Expect:

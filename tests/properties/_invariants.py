@@ -10,12 +10,48 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from run_mailbox.domain.thread_log import thread_log_id
+from run_mailbox.domain.ids import mailbox_aggregate_id
+from run_mailbox.domain.thread_log import message_aggregate_id, thread_log_id
 from run_mailbox.domain.values import DispatchStatus
 from tests.properties._model import THREADS, Model
 from tests.properties._oracle import RUN_FINISHED_FIRST
 
 CLAIMED, QUEUED, SUPERSEDED = DispatchStatus.CLAIMED, DispatchStatus.QUEUED, DispatchStatus.SUPERSEDED
+
+
+# The spec's words for the statuses, written out here: the oracle does not take them from the code.
+DISPATCH_STATUS_TEXT = {"queued", "claimed", "acked", "cancelled", "superseded", "dead_letter"}
+TERMINAL_TEXT = {"acked", "cancelled", "superseded", "dead_letter"}
+
+
+def _near(*times: int | None) -> set[int]:
+    return {t + d for t in times if t is not None for d in (-1, 0, 1)}
+
+
+def record_predicates_agree(m: Model, now: int) -> None:
+    """A record's own answers (lease expired, ready, terminal, queue order) agree with the spec's
+    rules at and next to every boundary: a lease is owned at ``lease_until`` itself and expires
+    one millisecond later (C74); a dispatch is ready from ``available_at`` on."""
+    for d in m.dispatches.values():
+        assert d.status.value in DISPATCH_STATUS_TEXT, d.status
+        assert d.is_terminal == (d.status.value in TERMINAL_TEXT), d
+        assert d.queue_order() == (d.priority, d.created_at, d.dispatch_id), d
+        for t in _near(now, d.lease_until, d.available_at):
+            expired = d.status.value == "claimed" and d.lease_until is not None and d.lease_until < t
+            assert d.lease_expired(t) == expired, f"lease_expired({t}) is {not expired} for {d}"
+            ready = d.status.value == "queued" and d.available_at <= t
+            assert d.is_ready(t) == ready, f"is_ready({t}) is {not ready} for {d}"
+
+
+def mailboxes_offer_the_best_ready(service: Any, m: Model, now: int, threads: Iterable[str]) -> None:
+    """Now, and at and next to every queued dispatch's ``available_at``, each thread mailbox
+    offers the model's best ready dispatch."""
+    for thread in sorted(set(threads) & {d.thread_id for d in m.dispatches.values()}):
+        mailbox = service.repository.get(mailbox_aggregate_id(thread))
+        for t in sorted(_near(now, *(d.available_at for d in m.queued_on(thread)))):
+            best = m.best_ready(thread, t)
+            got = mailbox.best_ready(t)
+            assert got == (best.dispatch_id if best else None), f"thread {thread} at {t}: mailbox offers {got}"
 
 
 def at_most_one_claimed_dispatch_per_thread(m: Model) -> None:
@@ -103,8 +139,11 @@ def mailboxes_agree(service: Any, m: Model, threads: Iterable[str]) -> None:
         assert set(mailbox.open) == set(open_), f"thread {thread} mailbox holds {sorted(mailbox.open)}"
         for dispatch_id, entry in mailbox.open.items():
             d = open_[dispatch_id]
-            assert entry.claimed == (d.status is CLAIMED), f"{dispatch_id}: mailbox {entry}, record {d}"
-            assert (entry.priority, entry.available_at) == (d.priority, d.available_at), f"{entry} vs {d}"
+            want = (d.priority, d.created_at, d.available_at, d.dedupe_key, d.status is CLAIMED)
+            got = (entry.priority, entry.created_at, entry.available_at, entry.dedupe_key, entry.claimed)
+            assert got == want, f"{dispatch_id}: mailbox {entry}, record {d}"
+        ever = len(m.on_thread(thread))
+        assert mailbox.dispatch_count == ever, f"thread {thread}: mailbox counts {mailbox.dispatch_count}, not {ever}"
 
 
 def thread_logs_agree(service: Any, m: Model, threads: Iterable[str]) -> None:
@@ -112,6 +151,36 @@ def thread_logs_agree(service: Any, m: Model, threads: Iterable[str]) -> None:
         if m.committed[thread]:
             log = service.repository.get(thread_log_id(thread)).record
             assert log.message_count == m.committed[thread], f"thread {thread} log holds {log.message_count}"
+
+
+# Spec payloads section 8: the canonical message_kind of a role and visibility.
+MESSAGE_KIND = {
+    ("user", "all"): "user_input",
+    ("user", "internal"): "internal_user_input",
+    ("assistant", "all"): "assistant_output",
+    ("assistant", "internal"): "assistant_output",
+    ("tool", "all"): "tool_result",
+    ("tool", "internal"): "tool_result",
+    ("system", "all"): "system",
+    ("system", "internal"): "internal_system",
+}
+
+
+def new_messages_are_stored_as_committed(service: Any, m: Model) -> None:
+    """Each message the last command committed is stored whole: its seq, its parent (the thread's
+    message before it), its role, visibility, content, kind and time."""
+    for thread, message, now in m.new_messages:
+        stored = m.messages[(thread, message["message_id"])]
+        before = [mid for (t, mid), s in m.messages.items() if t == thread and s.seq == stored.seq - 1]
+        got = service.repository.get(message_aggregate_id(thread, message["message_id"])).record
+        want = {
+            "thread_id": thread, "run_id": stored.run_id, "message_id": message["message_id"],
+            "message_seq": stored.seq, "role": message["role"], "visibility": message["visibility"],
+            "content_blocks": message["content"],
+            "message_kind": MESSAGE_KIND[(message["role"], message["visibility"])],
+            "parent_message_id": before[0] if before else None, "created_at": now,
+        }  # fmt: skip
+        assert got.model_dump(mode="json") == want, f"message {message['message_id']}: stored {got}, expected {want}"
 
 
 def everything_agrees(service: Any, m: Model) -> None:

@@ -59,6 +59,41 @@ class Observed:
     versions: dict[UUID, int] = field(default_factory=dict)
 
 
+@dataclass
+class Positions:
+    """The log positions the views record: each dispatch's last event; each run's last event
+    that changes its status row, and its last dispatch event after its creation; each ticket's
+    suspension; each checkpoint."""
+
+    dispatch: dict[str, int] = field(default_factory=dict)
+    run: dict[str, int] = field(default_factory=dict)
+    run_dispatch: dict[str, int] = field(default_factory=dict)
+    run_last_dispatch: dict[str, str] = field(default_factory=dict)
+    ticket: dict[tuple[str, str], tuple[int, int, str, int]] = field(default_factory=dict)
+    checkpoint: dict[tuple[str, str, int], int] = field(default_factory=dict)
+
+    def track(self, position: int, event: DomainEvent) -> None:
+        if isinstance(event, Dispatch.Event):
+            record = event.dispatch
+            self.dispatch[record.dispatch_id] = position
+            if record.run_id in self.run:
+                self.run_dispatch[record.run_id] = position
+                self.run_last_dispatch[record.run_id] = record.dispatch_id
+        elif isinstance(event, RunEvent):
+            kind = type(event).__name__
+            if kind not in ("ToolPermissionResolved", "MailboxResumeFailed"):
+                self.run[event.run_id] = position
+            if kind == "RunCreated":
+                self.run_dispatch[event.run_id] = position
+            elif kind == "RunSuspended":
+                for index, ticket in enumerate(event.tickets):  # type: ignore[attr-defined]
+                    key = (event.run_id, ticket.tool_call_id)
+                    self.ticket.setdefault(key, (position, index, event.dispatch_id, event.now))  # type: ignore[attr-defined]
+            elif kind == "ThreadMessagesCheckpointed":
+                start = event.message_seq_start  # type: ignore[attr-defined]
+                self.checkpoint[(event.thread_id, event.run_id, start)] = position
+
+
 class Model:
     def __init__(self) -> None:
         self.dispatches: dict[str, DispatchRecord] = {}
@@ -69,11 +104,17 @@ class Model:
         self.commits = 0  # checkpoint events: one per commit that appended messages
         self.decisions: dict[tuple[str, str], tuple[str, ToolCallResume]] = {}
         self.outcomes: dict[tuple[str, str], Any] = {}
+        self.decision_facts: dict[tuple[str, str], tuple[int, str, str | None]] = {}  # at, path, dispatch
+        self.checkpoints: list[tuple[str, str, int, list[str], int]] = []  # thread, run, first, ids, at
         self.frozen: dict[str, DispatchRecord] = {}
         self.keyed: list[Keyed] = []
         self.position = 0
         self._threads_by_aggregate: dict[UUID, str] = {}
         self._counter = 0
+        # Where in the log each fact was last written (the views keep these positions)
+        self.positions = Positions()
+        self.new_messages: list[tuple[str, dict[str, Any], int]] = []  # committed by the last command
+        self.checked: set[tuple[str, str]] = set()  # records the oracle checked whole in this command
 
     def fresh(self, prefix: str) -> str:
         """A new identifier, the same in every replay of the same command list."""
@@ -118,9 +159,11 @@ class Model:
         while page := service.recorder.select_notifications(start=self.position, limit=500, inclusive_of_start=False):
             for notification in page:
                 event = service.mapper.to_domain_event(notification)
+                _stored_under_its_name(notification.topic, event)
                 seen.events.append((notification.id, event))
                 seen.versions[event.originator_id] = event.originator_version
                 self._classify(event, seen)
+                self.positions.track(notification.id, event)
             self.position = page[-1].id
         for dispatch_id in sorted(seen.dispatches):
             if dispatch_id in self.frozen:
@@ -145,6 +188,21 @@ class Model:
             seen.threads.add(event.thread_id)
         elif event.originator_id in self._threads_by_aggregate:
             seen.threads.add(self._threads_by_aggregate[event.originator_id])
+
+
+def _stored_under_its_name(topic: str, event: DomainEvent) -> None:
+    """Events are stored under ``<Aggregate>.<Event>`` (docs/events.md), whatever the module."""
+    if isinstance(event, Dispatch.Event):
+        owner = "Dispatch"
+    elif isinstance(event, RunEvent):
+        owner = "Run"
+    elif isinstance(event, ThreadMailbox.Event):
+        owner = "ThreadMailbox"
+    elif isinstance(event, ThreadLog.Event):
+        owner = "ThreadLog"
+    else:
+        owner = "ThreadMessage"
+    assert topic == f"{owner}.{type(event).__name__}", f"{type(event).__name__} stored as {topic!r}"
 
 
 def _order(record: DispatchRecord) -> tuple[int, int, str]:

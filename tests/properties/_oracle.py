@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tests.properties import _oracle_batches as b
 from tests.properties import _oracle_dispatch as d
+from tests.properties import _oracle_owner as o
 from tests.properties import _oracle_runs as r
 from tests.properties._expect import RUN_FINISHED_FIRST, Expect, conflict, returns
 from tests.properties._model import Model
@@ -21,14 +23,16 @@ PREDICT: dict[str, Callable[[Model, int, dict[str, Any]], Expect]] = {
     f.__name__: f
     for f in (
         d.submit,
+        b.submit_many,
+        b.ack_many,
         d.claim,
         d.claim_next,
         d.claim_dispatch,
-        d.extend_lease,
-        d.record_start,
-        d.ack,
-        d.nack,
-        d.dead_letter,
+        o.extend_lease,
+        o.record_start,
+        o.ack,
+        o.nack,
+        o.dead_letter,
         d.cancel,
         d.interrupt,
         d.reclaim_expired_leases,

@@ -11,23 +11,21 @@ from typing import Any
 
 from run_mailbox.domain.dispatch import DispatchRecord
 from run_mailbox.domain.errors import (
-    ClaimTokenMismatch,
     DedupeKeyConflict,
     DispatchNotFound,
-    DispatchSuperseded,
     DuplicateDispatch,
     DuplicateRun,
     InvalidArgument,
     InvalidTransition,
 )
-from run_mailbox.domain.values import RunStatus
+from run_mailbox.domain.run import RunRecord
 from tests.properties._expect import (
-    ACKED,
     CANCELLED,
     CLAIMED,
+    CLEARED_CLAIM,
+    CLEARED_RUNTIME,
     DEAD,
     DONE,
-    FENCED,
     INTERRUPTED_QUEUED,
     LEASE_EXHAUSTED,
     MAX_LEASE_MS,
@@ -35,18 +33,19 @@ from tests.properties._expect import (
     RECLAIMED_AFTER_INTERRUPT,
     RUNNING,
     SUPERSEDED,
-    WAITING,
     Check,
     Expect,
-    backoff,
     is_id,
+    record_is,
     refuse,
     returns,
     run_ended,
+    run_started,
     same,
     succeed,
 )
 from tests.properties._model import THREADS, Model
+from tests.properties._oracle_owner import _superseded
 
 
 def submit(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -70,7 +69,15 @@ def submit(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         if kw["dispatch_id"] is not None:
             same(record, dispatch_id=kw["dispatch_id"])
         assert m.dispatches[record.dispatch_id] == record, "the returned record is the stored one"
-        same(m.runs[kw["run_id"]], status=RunStatus.CREATED, dispatch_id=record.dispatch_id, thread_id=thread)
+        queued = DispatchRecord(
+            dispatch_id=record.dispatch_id, thread_id=thread, run_id=kw["run_id"], priority=kw["priority"],
+            dedupe_key=key, dispatch_epoch=m.epoch_of(thread), available_at=due, max_attempts=kw["max_attempts"],
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        record_is(m, queued, None)
+        created = RunRecord(run_id=kw["run_id"], thread_id=thread, agent_id=kw["agent_id"],
+                            dispatch_id=record.dispatch_id, created_at=now, updated_at=now)  # fmt: skip
+        record_is(m, created, None)
 
     return succeed(then)
 
@@ -80,14 +87,31 @@ def _bad_lease(kw: dict[str, Any]) -> bool:
 
 
 def _claimed(m: Model, before: DispatchRecord, kw: dict[str, Any], now: int) -> Check:
+    """A claim of ``before``; with ``start``, its start recorded too (as record_start would)."""
+    run_before = m.runs[before.run_id]
+    started: dict[str, Any] = {}
+    if kw.get("start"):
+        started = {"run_status": RUNNING, "instance_id": f"{before.dispatch_id}/{before.attempt_count + 1}"}
+
     def then(record: DispatchRecord | None) -> None:
         assert record is not None, f"expected a claim of {before.dispatch_id}"
         same(record, dispatch_id=before.dispatch_id, status=CLAIMED, claimed_by=kw["consumer_id"])
         same(record, lease_until=now + kw["lease_ms"], attempt_count=before.attempt_count, updated_at=now)
         assert record.claim_token, record
         assert m.dispatches[record.dispatch_id] == record, "the returned record is the stored one"
+        record_is(m, before, now, status=CLAIMED, claim_token=record.claim_token, claimed_by=kw["consumer_id"],
+                  lease_until=now + kw["lease_ms"], **started)  # fmt: skip
+        if started:
+            run_started(m, run_before, before.dispatch_id, now)
 
     return then
+
+
+def _start_refused(m: Model, picks: list[DispatchRecord], kw: dict[str, Any]) -> Expect | None:
+    """``start`` on a dispatch whose run is done: the start is refused, and the claim with it."""
+    if kw.get("start") and any(m.runs[p.run_id].status is DONE for p in picks):
+        return refuse(InvalidTransition, "start=True, and the run is done")
+    return None
 
 
 def claim(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -96,7 +120,7 @@ def claim(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     best = m.best_ready(kw["thread_id"], now)
     if best is None:
         return returns(None, "the thread is busy, empty or not yet due")
-    return succeed(_claimed(m, best, kw, now))
+    return _start_refused(m, [best], kw) or succeed(_claimed(m, best, kw, now))
 
 
 def claim_next(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -104,6 +128,9 @@ def claim_next(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         return refuse(InvalidArgument, "malformed argument")
     bests = [b for t in THREADS if (b := m.best_ready(t, now)) is not None]
     picks = sorted(bests, key=lambda d: (d.priority, d.created_at, d.dispatch_id))[: kw["limit"]]
+    refused = _start_refused(m, picks, kw)
+    if refused is not None:
+        return refused
 
     def then(records: list[DispatchRecord]) -> None:
         got = [r.dispatch_id for r in records]
@@ -124,135 +151,7 @@ def claim_dispatch(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         return refuse(InvalidTransition, f"the dispatch is {d.status.value}, must be queued")
     if m.claimed_on(d.thread_id) is not None:
         return returns(None, "the thread has a claimed dispatch")
-    return succeed(_claimed(m, d, kw, now))
-
-
-def _superseded(m: Model, d: DispatchRecord, reason: str, now: int) -> Check:
-    was_done = m.runs[d.run_id].status is DONE
-
-    def then(_: Any) -> None:
-        record = m.dispatches[d.dispatch_id]
-        same(record, status=SUPERSEDED, last_error=reason, completed_at=now, claim_token=None, lease_until=None)
-        same(record, instance_id=None, run_status=None)
-        run_ended(m, d.run_id, was_done, "cancelled")
-
-    return then
-
-
-def owner_or_refusal(
-    m: Model, now: int, command: str, kw: dict[str, Any]
-) -> tuple[DispatchRecord | None, Expect | None]:
-    """The dispatch the owner addresses, or the refusal the owner's command gets."""
-    if not is_id(kw["dispatch_id"]) or not is_id(kw["claim_token"]):
-        return None, refuse(InvalidArgument, "malformed argument")
-    d = m.dispatches.get(kw["dispatch_id"])
-    if d is None:
-        return None, refuse(DispatchNotFound, "no such dispatch")
-    if d.status is not CLAIMED:
-        return d, refuse(InvalidTransition, f"the dispatch is {d.status.value}, must be claimed")
-    if d.claim_token != kw["claim_token"]:
-        return d, refuse(ClaimTokenMismatch, "the token does not own the dispatch")
-    if d.dispatch_epoch < m.epoch_of(d.thread_id):
-        return d, refuse(DispatchSuperseded, "an interrupt fenced the claim", _superseded(m, d, FENCED[command], now))
-    return d, None
-
-
-def extend_lease(m: Model, now: int, kw: dict[str, Any]) -> Expect:
-    if not 1 <= kw["lease_ms"] <= MAX_LEASE_MS:
-        return refuse(InvalidArgument, "malformed argument")
-    d, refusal = owner_or_refusal(m, now, "extend_lease", kw)
-    if refusal is None:
-        assert d is not None
-
-        def then(result: bool) -> None:
-            assert result is True
-            same(m.dispatches[d.dispatch_id], lease_until=now + kw["lease_ms"], status=CLAIMED)
-
-        return succeed(then)
-    if refusal.refusal == (DispatchSuperseded,):  # the fence answers False instead of raising
-        fenced = refusal.then
-        assert fenced is not None
-
-        def superseded(result: bool) -> None:
-            assert result is False, "a fenced lease extension returns False"
-            fenced(result)
-
-        return succeed(superseded, why="fenced")
-    if refusal.refusal in ((InvalidTransition,), (ClaimTokenMismatch,)):
-        return returns(False, "the token does not own the dispatch")
-    return refusal
-
-
-def record_start(m: Model, now: int, kw: dict[str, Any]) -> Expect:
-    d, refusal = owner_or_refusal(m, now, "record_start", kw)
-    if refusal is not None:
-        return refusal
-    assert d is not None
-    if m.runs[d.run_id].status is DONE:
-        return refuse(InvalidTransition, "the run is done")
-
-    def then(record: DispatchRecord) -> None:
-        instance = kw["instance_id"] or f"{d.dispatch_id}/{d.attempt_count + 1}"
-        same(record, status=CLAIMED, run_status=RUNNING, instance_id=instance)
-        same(m.runs[d.run_id], status=RUNNING, dispatch_id=d.dispatch_id)
-
-    return succeed(then)
-
-
-def ack(m: Model, now: int, kw: dict[str, Any]) -> Expect:
-    d, refusal = owner_or_refusal(m, now, "ack", kw)
-    if refusal is not None:
-        return refusal
-    assert d is not None
-    run_before = m.runs[d.run_id]
-
-    def then(record: DispatchRecord) -> None:
-        run_status = DONE if d.run_status is RUNNING else d.run_status
-        same(record, status=ACKED, completed_at=now, claim_token=None, lease_until=None, run_status=run_status)
-        if run_before.status is WAITING:
-            same(m.runs[d.run_id], status=WAITING)
-        else:
-            run_ended(m, d.run_id, run_before.status is DONE, "natural_end")
-
-    return succeed(then)
-
-
-def nack(m: Model, now: int, kw: dict[str, Any]) -> Expect:
-    if not kw["error"].strip() or (kw["retry_at"] is not None and kw["retry_at"] < 0):
-        return refuse(InvalidArgument, "malformed argument")
-    d, refusal = owner_or_refusal(m, now, "nack", kw)
-    if refusal is not None:
-        return refusal
-    assert d is not None
-    attempts, was_done = d.attempt_count + 1, m.runs[d.run_id].status is DONE
-
-    def then(record: DispatchRecord) -> None:
-        same(record, attempt_count=attempts, last_error=kw["error"], claim_token=None, instance_id=None)
-        if attempts >= d.max_attempts:
-            same(record, status=DEAD, completed_at=now)
-            run_ended(m, d.run_id, was_done, "error", kw["error"])
-        else:
-            due = kw["retry_at"] if kw["retry_at"] is not None else now + backoff(attempts)
-            same(record, status=QUEUED, available_at=due, completed_at=None)
-
-    return succeed(then)
-
-
-def dead_letter(m: Model, now: int, kw: dict[str, Any]) -> Expect:
-    if not kw["error"].strip():
-        return refuse(InvalidArgument, "malformed argument")
-    d, refusal = owner_or_refusal(m, now, "dead_letter", kw)
-    if refusal is not None:
-        return refusal
-    assert d is not None
-    was_done = m.runs[d.run_id].status is DONE
-
-    def then(record: DispatchRecord) -> None:
-        same(record, status=DEAD, attempt_count=d.attempt_count, last_error=kw["error"], completed_at=now)
-        same(record, claim_token=None, instance_id=None, run_status=None)
-        run_ended(m, d.run_id, was_done, "error", kw["error"])
-
-    return succeed(then)
+    return _start_refused(m, [d], kw) or succeed(_claimed(m, d, kw, now))
 
 
 def cancel(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -263,11 +162,11 @@ def cancel(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         return refuse(DispatchNotFound, "no such dispatch")
     if d.status is not QUEUED:
         return refuse(InvalidTransition, f"the dispatch is {d.status.value}, only a queued one is cancelled")
-    was_done = m.runs[d.run_id].status is DONE
+    run_before = m.runs[d.run_id]
 
     def then(record: DispatchRecord) -> None:
-        same(record, status=CANCELLED, completed_at=now)
-        run_ended(m, d.run_id, was_done, "cancelled")
+        record_is(m, d, now, status=CANCELLED, completed_at=now)
+        run_ended(m, d.run_id, run_before.status is DONE, "cancelled", before=run_before, now=now)
 
     return succeed(then)
 
@@ -277,19 +176,22 @@ def interrupt(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if not is_id(thread):
         return refuse(InvalidArgument, "malformed argument")
     old, queued, active = m.epoch_of(thread), m.queued_on(thread), m.claimed_on(thread)
-    done = {d.dispatch_id: m.runs[d.run_id].status is DONE for d in queued}
+    runs_before = {d.dispatch_id: m.runs[d.run_id] for d in queued}
 
     def then(result: Any) -> None:
         m.epochs[thread] = old + 1
         same(result, new_dispatch_epoch=old + 1)
         assert [r.dispatch_id for r in result.superseded] == [q.dispatch_id for q in queued], result
         for q in queued:
-            same(m.dispatches[q.dispatch_id], status=SUPERSEDED, last_error=INTERRUPTED_QUEUED)
-            run_ended(m, q.run_id, done[q.dispatch_id], "cancelled")
+            record_is(m, q, now, status=SUPERSEDED, last_error=INTERRUPTED_QUEUED, completed_at=now)
+            run_before = runs_before[q.dispatch_id]
+            run_ended(m, q.run_id, run_before.status is DONE, "cancelled", before=run_before, now=now)
         if active is None:
             assert result.active_dispatch is None, result
         else:
-            same(result.active_dispatch, dispatch_id=active.dispatch_id, status=CLAIMED)
+            # marked interrupted (once: a claim fenced already is left as it is, Z11)
+            record_is(m, active, now if active.dispatch_epoch == old else None)
+            assert result.active_dispatch == m.dispatches[active.dispatch_id], result
 
     return succeed(then)
 
@@ -301,6 +203,7 @@ def reclaim_expired_leases(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     expired = sorted(claimed, key=lambda d: (d.lease_until, d.dispatch_id))[: kw["limit"]]
     fenced = {d.dispatch_id for d in expired if d.dispatch_epoch < m.epoch_of(d.thread_id)}
     checks = [_superseded(m, d, RECLAIMED_AFTER_INTERRUPT, now) for d in expired if d.dispatch_id in fenced]
+    runs_before = {d.dispatch_id: m.runs[d.run_id] for d in expired}
 
     def then(records: list[DispatchRecord]) -> None:
         assert [r.dispatch_id for r in records] == [d.dispatch_id for d in expired if d.dispatch_id not in fenced]
@@ -309,10 +212,14 @@ def reclaim_expired_leases(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         for d in expired:
             if d.dispatch_id in fenced:
                 continue
-            record, attempts = m.dispatches[d.dispatch_id], d.attempt_count + 1
+            attempts, cleared = d.attempt_count + 1, {**CLEARED_CLAIM, **CLEARED_RUNTIME}
             if attempts >= d.max_attempts:
-                same(record, status=DEAD, attempt_count=attempts, last_error=LEASE_EXHAUSTED, completed_at=now)
+                record_is(m, d, now, status=DEAD, attempt_count=attempts, last_error=LEASE_EXHAUSTED, completed_at=now,
+                          **cleared)  # fmt: skip
+                run_before = runs_before[d.dispatch_id]
+                run_ended(m, d.run_id, run_before.status is DONE, "error", LEASE_EXHAUSTED, before=run_before, now=now)
             else:
-                same(record, status=QUEUED, attempt_count=attempts, available_at=now, last_error=d.last_error)
+                record_is(m, d, now, status=QUEUED, attempt_count=attempts, available_at=now, completed_at=None,
+                          **cleared)  # fmt: skip
 
     return succeed(then, writes=bool(expired))

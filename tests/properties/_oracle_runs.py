@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from run_mailbox.domain.dispatch import DispatchRecord
 from run_mailbox.domain.errors import (
     ClaimTokenMismatch,
     DecisionConflict,
@@ -14,9 +15,13 @@ from run_mailbox.domain.errors import (
     RunNotFound,
     SeqConflict,
 )
+from run_mailbox.domain.messages import MessageSeqRange
+from run_mailbox.domain.permissions import Decision, ToolTicket
 from run_mailbox.domain.results import CheckpointResult
+from run_mailbox.domain.values import TerminationReason
 from tests.properties._expect import (
     ACKED,
+    CLEARED_CLAIM,
     DONE,
     QUEUED,
     RUN_FINISHED_FIRST,
@@ -25,16 +30,24 @@ from tests.properties._expect import (
     WAITING,
     Expect,
     is_id,
+    record_is,
     refuse,
     returns,
     same,
     succeed,
 )
 from tests.properties._model import Model, StoredMessage
-from tests.properties._oracle_dispatch import owner_or_refusal
+from tests.properties._oracle_owner import owner_or_refusal
+
+
+def _names(field: str) -> Any:
+    return lambda error: same(error, field=field)
 
 
 def suspend(m: Model, now: int, kw: dict[str, Any]) -> Expect:
+    bad = [i for i, t in enumerate(kw["tickets"]) if not is_id(t["tool_call_id"])]
+    if bad and is_id(kw["dispatch_id"]) and is_id(kw["claim_token"]):
+        return refuse(InvalidArgument, "a malformed tool call id", _names(f"tickets[{bad[0]}].tool_call_id"))
     d, refusal = owner_or_refusal(m, now, "suspend", kw)
     if refusal is not None and refusal.refusal not in ((InvalidTransition,), (ClaimTokenMismatch,)):
         return refusal  # malformed, unknown, or fenced: decided before the run is looked at
@@ -49,9 +62,11 @@ def suspend(m: Model, now: int, kw: dict[str, Any]) -> Expect:
         return refusal  # the token does not own the dispatch: the ack inside suspend refuses
 
     def then(record: Any) -> None:
-        same(record, status=WAITING, waiting_reason="tool_permission")
-        assert [t.tool_call_id for t in record.tickets] == calls, record
-        same(m.dispatches[d.dispatch_id], status=ACKED, completed_at=now, claim_token=None)
+        tickets = [ToolTicket(**t) for t in kw["tickets"]]
+        record_is(m, run, now, status=WAITING, waiting_reason="tool_permission", tickets=tickets)
+        assert record == m.runs[run.run_id], "the returned record is the stored one"
+        run_status = DONE if d.run_status is RUNNING else d.run_status
+        record_is(m, d, now, status=ACKED, completed_at=now, run_status=run_status, **CLEARED_CLAIM)
 
     return succeed(then)
 
@@ -60,6 +75,8 @@ def decide(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     resume, tool = kw["resume"], kw["tool_call_id"]
     if not is_id(kw["run_id"]) or not is_id(tool):
         return refuse(InvalidArgument, "malformed argument")
+    if not is_id(resume.decision_id):
+        return refuse(InvalidArgument, "a malformed decision id", _names("resume.decision_id"))
     run = m.runs.get(kw["run_id"])
     if run is None:
         return refuse(RunNotFound, "no such run")
@@ -76,29 +93,34 @@ def decide(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     remaining = [t for t in tickets if t not in decided and t != tool]
     chosen = kw["resume_dispatch_id"]
     if not remaining and chosen is not None and chosen in m.dispatches:
-        return refuse(ResumeFailed, "the resume dispatch id is taken", lambda _: same(m.runs[run.run_id], **_kept(run)))
+        return refuse(ResumeFailed, "the resume dispatch id is taken", lambda _: record_is(m, run, None))
+
+    current = m.dispatches.get(run.dispatch_id or "")
+    priority = kw["priority"] if kw["priority"] is not None else (current.priority if current else 128)
 
     def then(outcome: Any) -> None:
         m.decisions[key], m.outcomes[key] = (tool, resume), outcome
+        written = outcome.resume_dispatch_id if not remaining else run.dispatch_id
+        m.decision_facts[key] = (now, kw.get("delivery_path", "durable_dispatch"), written)
         same(outcome, run_id=run.run_id, tool_call_id=tool, decision_id=resume.decision_id, action=resume.action)
-        same(outcome, approved=resume.approved, pending_tool_calls=remaining)
-        after = m.runs[run.run_id]
-        same(after, status=WAITING)
-        assert after.decision(resume.decision_id) is not None, after
-        if remaining:
-            assert outcome.resume_dispatch_id is None, outcome
-            return
+        approved = resume.result.get("approved") if isinstance(resume.result, dict) else None
+        same(outcome, approved=approved if isinstance(approved, bool) else None, pending_tool_calls=remaining)
         new = outcome.resume_dispatch_id
+        decision = Decision(tool_call_id=tool, resume=resume, delivery_path=kw.get("delivery_path", "durable_dispatch"),
+                            decided_at=now, resume_dispatch_id=new, pending_tool_calls=remaining)  # fmt: skip
+        written = new if not remaining else run.dispatch_id
+        record_is(m, run, now, decisions=[*run.decisions, decision], dispatch_id=written)
+        if remaining:
+            assert new is None, outcome
+            return
         assert new is not None and (chosen is None or new == chosen), outcome
-        same(m.dispatches[new], status=QUEUED, run_id=run.run_id, thread_id=run.thread_id, priority=kw["priority"])
-        same(m.dispatches[new], dispatch_epoch=m.epoch_of(run.thread_id), available_at=now)
-        same(after, dispatch_id=new)
+        resumed = DispatchRecord(
+            dispatch_id=new, thread_id=run.thread_id, run_id=run.run_id, priority=priority,
+            dispatch_epoch=m.epoch_of(run.thread_id), available_at=now, max_attempts=5, created_at=now, updated_at=now,
+        )  # fmt: skip
+        record_is(m, resumed, None)
 
     return succeed(then)
-
-
-def _kept(run: Any) -> dict[str, Any]:
-    return {"status": run.status, "decisions": run.decisions, "dispatch_id": run.dispatch_id}
 
 
 def finish_run(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -113,19 +135,19 @@ def finish_run(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     d = m.dispatches.get(run.dispatch_id or "")
 
     def then(record: Any) -> None:
-        same(record, status=DONE, finished_at=now)
-        assert record.termination is not None and record.termination.type == termination["type"], record
-        if termination["type"] == "error":
-            same(record, error=termination["value"])
+        error = termination["value"] if termination["type"] == "error" else None
+        ended = TerminationReason(type=termination["type"], value=termination.get("value"))
+        record_is(m, run, now, status=DONE, termination=ended, error=error, finished_at=now)
+        assert record == m.runs[run.run_id], "the returned record is the stored one"
         if d is not None and d.status is QUEUED:
-            same(m.dispatches[d.dispatch_id], status=SUPERSEDED, last_error=RUN_FINISHED_FIRST, completed_at=now)
+            record_is(m, d, now, status=SUPERSEDED, last_error=RUN_FINISHED_FIRST, completed_at=now)
 
     return succeed(then)
 
 
 def commit_messages(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     thread, ids, expected = kw["thread_id"], [x["message_id"] for x in kw["messages"]], kw["expected_first_seq"]
-    if not is_id(thread) or not is_id(kw["run_id"]) or not ids or (expected is not None and expected < 1):
+    if not is_id(thread) or not is_id(kw["run_id"]) or not ids or (expected is not None and not 1 <= expected <= 2**62):
         return refuse(InvalidArgument, "malformed argument")
     run = m.runs.get(kw["run_id"])
     if run is None:
@@ -150,10 +172,19 @@ def commit_messages(m: Model, now: int, kw: dict[str, Any]) -> Expect:
 
     def then(result: Any) -> None:
         assert result == _range(thread, run.run_id, first, ids), result
+        spans, last = list(run.checkpoints), first + len(ids) - 1
+        if spans and spans[-1].last + 1 == first:  # adjacent commits of one run read as one range
+            first_seq = spans.pop().first
+            spans.append(MessageSeqRange(first=first_seq, last=last))
+        else:
+            spans.append(MessageSeqRange(first=first, last=last))
+        record_is(m, run, now, checkpoints=spans)
         m.committed[thread] = first + len(ids) - 1
         m.commits += 1
+        m.checkpoints.append((thread, run.run_id, first, ids, now))
         for offset, (i, text) in enumerate(zip(ids, texts, strict=True)):
             m.messages[(thread, i)] = StoredMessage(run.run_id, text, first + offset)
+        m.new_messages = [(thread, x, now) for x in kw["messages"]]
 
     return succeed(then)
 

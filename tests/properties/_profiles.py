@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 SLOW_IS_NORMAL = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 settings.register_profile(
     "ci",
     derandomize=True,
-    max_examples=1_000,
+    max_examples=600,
     deadline=None,
     print_blob=True,
     database=None,
@@ -34,6 +34,18 @@ settings.register_profile(
     stateful_step_count=100,
     deadline=None,
     print_blob=True,
+    suppress_health_check=SLOW_IS_NORMAL,
+)
+
+# The mutation runs (tests/mutation/run.py): the same examples every time, no shrinking (a
+# mutant only needs to fail, not to fail minimally), few enough examples for thousands of runs.
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    max_examples=80,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
     suppress_health_check=SLOW_IS_NORMAL,
 )
 

@@ -40,7 +40,8 @@ LEASES = mostly([30_000, 1_000, 50], [0])
 TOKENS = mostly(["own"], ["other", ""], odds=3)
 ERRORS = mostly(["boom"], ["  "])
 KEYED = st.sampled_from([False, False, False, True])
-TICKETS = mostly(["1", "2", "3"], ["none", "repeated", "decided"], odds=6)
+STARTS = st.sampled_from([False, False, True])  # claim with start=True: the start recorded in the same transaction
+TICKETS = mostly(["1", "2", "3"], ["none", "repeated", "decided", "malformed"], odds=6)
 OWNER_COMMANDS = ["ack", "dead_letter", "extend_lease", "nack", "record_start", "suspend"]
 
 

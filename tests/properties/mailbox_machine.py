@@ -28,14 +28,11 @@ from tests.properties._calls import (
     OWNER_DEFAULTS,
     UNKNOWN_ID_COMMANDS,
     choose_messages,
-    other_command,
-    perturbed,
     ticket,
     unknown_id_call,
 )
-from tests.properties._driver import CommandDriver
+from tests.properties._edge_rules import EdgeRules
 from tests.properties._model import THREADS
-from tests.properties._oracle import conflict, returns
 from tests.properties._vocabulary import (
     CLAIMS,
     CONSUMERS,
@@ -45,6 +42,7 @@ from tests.properties._vocabulary import (
     LIVE_CLAIMS,
     OTHER_TOKEN,
     OWNER_COMMANDS,
+    STARTS,
     SUBMITTED,
     THREAD_IDS,
     TICKETS,
@@ -59,8 +57,10 @@ from tests.properties._vocabulary import (
 )
 
 
-class MailboxMachine(CommandDriver):
+class MailboxMachine(EdgeRules):
     """Every command of the service as a rule; see the module docstring."""
+
+    checked_at = 0  # the clock when the mailboxes were last checked at every thread
 
     # ------------------------------------------------------------------ a run waiting from the start
 
@@ -131,19 +131,25 @@ class MailboxMachine(CommandDriver):
         records = records if isinstance(records, list) else [records]
         return multiple(*(Claim(r.dispatch_id, r.claim_token) for r in records))
 
-    @rule(target=CLAIMS, thread=THREAD_IDS, consumer=CONSUMERS, lease_ms=LEASES, keyed=KEYED)
-    def claim(self, thread: str, consumer: str, lease_ms: int, keyed: bool) -> Any:
-        kwargs = {"thread_id": thread, "consumer_id": consumer, "lease_ms": lease_ms}
+    @rule(target=CLAIMS, thread=THREAD_IDS, consumer=CONSUMERS, lease_ms=LEASES, start=STARTS, keyed=KEYED)
+    def claim(self, thread: str, consumer: str, lease_ms: int, start: bool, keyed: bool) -> Any:
+        kwargs = {
+            "thread_id": thread,
+            "consumer_id": consumer,
+            "lease_ms": lease_ms,
+            **({"start": True} if start else {}),
+        }
         return self._claims(self.execute("claim", kwargs, keyed))
 
-    @rule(target=CLAIMS, consumer=CONSUMERS, lease_ms=LEASES, limit=mostly([1, 2, 3], [0]), keyed=KEYED)
-    def claim_next(self, consumer: str, lease_ms: int, limit: int, keyed: bool) -> Any:
-        kwargs = {"consumer_id": consumer, "lease_ms": lease_ms, "limit": limit}
+    @rule(target=CLAIMS, consumer=CONSUMERS, lease_ms=LEASES, limit=mostly([1, 2, 3], [0]), start=STARTS, keyed=KEYED)
+    def claim_next(self, consumer: str, lease_ms: int, limit: int, start: bool, keyed: bool) -> Any:
+        kwargs = {"consumer_id": consumer, "lease_ms": lease_ms, "limit": limit, **({"start": True} if start else {})}
         return self._claims(self.execute("claim_next", kwargs, keyed))
 
-    @rule(target=CLAIMS, submission=SUBMITTED, consumer=CONSUMERS, lease_ms=LEASES, keyed=KEYED)
-    def claim_dispatch(self, submission: Submitted, consumer: str, lease_ms: int, keyed: bool) -> Any:
+    @rule(target=CLAIMS, submission=SUBMITTED, consumer=CONSUMERS, lease_ms=LEASES, start=STARTS, keyed=KEYED)
+    def claim_dispatch(self, submission: Submitted, consumer: str, lease_ms: int, start: bool, keyed: bool) -> Any:
         kwargs = {"dispatch_id": submission.dispatch_id, "consumer_id": consumer, "lease_ms": lease_ms}
+        kwargs |= {"start": True} if start else {}
         return self._claims(self.execute("claim_dispatch", kwargs, keyed))
 
     def _owner(self, claim: Claim, token: str) -> dict[str, Any]:
@@ -205,7 +211,7 @@ class MailboxMachine(CommandDriver):
     def suspend(self, claim: Claim, token: str, tickets: str, keyed: bool) -> None:
         """Suspends for 1-3 new tool calls, or for none, a repeated one, or one decided before."""
         run = self.model.runs[self.model.dispatches[claim.dispatch_id].run_id]
-        calls = {"none": [], "repeated": ["c-same", "c-same"]}.get(tickets)
+        calls = {"none": [], "repeated": ["c-same", "c-same"], "malformed": ["c-ok", " c-padded"]}.get(tickets)
         if tickets == "decided":
             calls = [d.tool_call_id for d in run.decisions[-1:]] or ["c-none"]
         if calls is None:
@@ -278,7 +284,7 @@ class MailboxMachine(CommandDriver):
         which=st.sampled_from(["fresh", "fresh", "fresh", "again", "taken", "repeated", "none"]),
         count=st.integers(1, 3),
         altered=st.sampled_from([False, False, False, True]),
-        expected=mostly(["none", "next"], ["wrong"]),
+        expected=mostly(["none", "next"], ["wrong", "huge"]),
         elsewhere=st.sampled_from([False, False, False, False, True]),
         keyed=KEYED,
     )
@@ -294,7 +300,9 @@ class MailboxMachine(CommandDriver):
             "thread_id": thread,
             "run_id": submission.run_id,
             "messages": messages,
-            "expected_first_seq": {"none": None, "next": following, "wrong": following + 1}[expected],
+            "expected_first_seq": {"none": None, "next": following, "wrong": following + 1, "huge": 2**62 + 1}[
+                expected
+            ],
         }
         self.execute("commit_messages", kwargs, keyed)
 
@@ -305,21 +313,6 @@ class MailboxMachine(CommandDriver):
     @rule(command=st.sampled_from(UNKNOWN_ID_COMMANDS), ident=st.sampled_from(["no-such", "", " x"]))
     def address_unknown_ids(self, command: str, ident: str) -> None:
         self.execute(command, unknown_id_call(command, ident))
-
-    # ------------------------------------------------------------------ idempotency keys
-
-    @precondition(lambda self: bool(self.model.keyed))
-    @rule(pick=st.integers(0, 1_000), change=st.sampled_from(["same", "same", "changed_argument", "other_command"]))
-    def reissue_with_idempotency_key(self, pick: int, change: str) -> None:
-        entry = self.model.keyed[pick % len(self.model.keyed)]
-        call = {**entry.kwargs, "idempotency_key": entry.key}
-        if change == "same":
-            self.execute(entry.command, call, expect=returns(entry.result, "the key's first result"))
-        elif change == "changed_argument":
-            self.execute(entry.command, {**perturbed(entry, pick), "idempotency_key": entry.key}, expect=conflict(""))
-        else:
-            command, kwargs = other_command(entry)
-            self.execute(command, {**kwargs, "idempotency_key": entry.key}, expect=conflict("another command"))
 
     # ------------------------------------------------------------------ invariants
 
@@ -334,9 +327,13 @@ class MailboxMachine(CommandDriver):
         _invariants.checkpoints_tile_each_thread(m)
         _invariants.decisions_are_recorded_once_as_delivered(m)
         _invariants.dispatch_index_agrees(self.service, m)
+        _invariants.record_predicates_agree(m, self.clock.now)
         touched = self.observed.threads & set(THREADS)
+        moved, self.checked_at = self.clock.now != self.checked_at, self.clock.now
+        _invariants.mailboxes_offer_the_best_ready(self.service, m, self.clock.now, THREADS if moved else touched)
         _invariants.mailboxes_agree(self.service, m, touched)
         _invariants.thread_logs_agree(self.service, m, touched)
+        _invariants.new_messages_are_stored_as_committed(self.service, m)
 
 
 def machine_on(backend: _backends.Backend, name: str, base: type[MailboxMachine] = MailboxMachine) -> type[Any]:

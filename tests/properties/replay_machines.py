@@ -16,8 +16,11 @@
 from __future__ import annotations
 
 import functools
+import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -28,13 +31,14 @@ from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog
 from run_mailbox.infrastructure.service import MailboxService
-from run_mailbox.projections import canonical_feed
+from run_mailbox.projections import canonical_feed, runner
 from run_mailbox.projections.runner import ViewRunner
 from run_mailbox.projections.schema import copy_row, matches, sort_rows
 from run_mailbox.projections.stores.memory import MemoryViewStore
+from run_mailbox.projections.stores.sqlite import SQLiteViewStore
 from run_mailbox.projections.view import BufferedTx, View, tables_of
 from run_mailbox.projections.views import ALL_VIEWS
-from tests.properties import _backends
+from tests.properties import _backends, _canonical_oracle, _query_oracle, _view_oracle
 from tests.properties._calls import digested, perturbed
 from tests.properties._oracle import conflict, returns
 from tests.properties._vocabulary import Refused
@@ -86,21 +90,66 @@ class HandlerStore:
 
 
 class RebuildMachine(MailboxMachine):
+    """Views built batch by batch, compared after every command with the rows the reference
+    model computes (``_view_oracle``), and at the end with the views rebuilt from position 0."""
+
     def __init__(self) -> None:
         super().__init__()
         self.views = {view.name: MemoryViewStore(view) for view in ALL_VIEWS}
+        self.tool_names: dict[tuple[str, str], str] = {}
 
     def after_command(self, command: str, kwargs: dict[str, Any], outcome: Any, key: str | None) -> None:
+        if command == "suspend" and not isinstance(outcome, Refused):
+            run_id = self.model.dispatches[kwargs["dispatch_id"]].run_id
+            self.tool_names.update({(run_id, t["tool_call_id"]): t["tool_name"] for t in kwargs["tickets"]})
         if self.observed.events:
             for store in self.views.values():
                 store.apply(self.observed.events)
+        self.expected = _view_oracle.expected_views(self.model, self.tool_names)
+        for name, rows in self.expected.items():
+            _view_oracle.compare(name, _view_oracle.actual_rows(self.views[name]), rows)
 
     def at_end(self) -> None:
         super().at_end()
+        _canonical_oracle.check_export(self.model, canonical_feed.feed(self.views["canonical_feed"], limit=10**6))
+        _query_oracle.check_queries(self.model, self.views, self.expected, self.clock.now)
+        _query_oracle.check_feed(self.views["canonical_feed"])
+        read_page = log_reader(self.service)
+        log = read_page(0, 10**6)
+        self.rebuilt_on_sqlite(read_page)
         for name, incremental in self.views.items():
             replayed = rebuilt(incremental.view, self.service, batch_size=7)
             assert replayed.position() == incremental.position() == self.model.position
             assert replayed.snapshot() == incremental.snapshot(), f"view {name}: replayed from 0 differs"
+            # the rebuild that swaps scratch tables in, over a live store that holds the first half
+            swapped = MemoryViewStore(incremental.view)
+            swapped.apply(log[: len(log) // 2])
+            assert runner.rebuild(swapped, read_page, batch_size=5) == self.model.position
+            assert swapped.snapshot() == incremental.snapshot(), f"view {name}: rebuilt and swapped in differs"
+            # a runner following a subscription (which ends) from where its first catch-up stopped
+            followed = MemoryViewStore(incremental.view)
+            follower = ViewRunner(followed, lambda after, limit: [], follow_batch_size=4, poll_interval=0.01)
+            follower.follow(lambda after: iter([p for p in log if p[0] > after]), threading.Event())
+            assert followed.snapshot() == incremental.snapshot(), f"view {name}: followed differs"
+            polled, stopped = MemoryViewStore(incremental.view), threading.Event()
+            stopped.set()  # polling: the first catch-up, then the loop sees the stop and returns
+            ViewRunner(polled, read_page, batch_size=7, poll_interval=0.01).follow(None, stopped)
+            assert polled.snapshot() == incremental.snapshot(), f"view {name}: polled differs"
+
+    def rebuilt_on_sqlite(self, read_page: Any) -> None:
+        """Every view also built on a SQLite store (batched reads through each view's prefetch),
+        batch by batch, each batch twice: the same rows as the memory store's."""
+        with tempfile.TemporaryDirectory(prefix="mailbox-views-") as folder:
+            for name, incremental in self.views.items():
+                store = SQLiteViewStore(incremental.view, Path(folder) / "views.db", prefix=name)
+                try:
+                    for start in range(0, self.model.position, 7):
+                        page = read_page(start, 7)
+                        store.apply(page + page)
+                    got, want = _view_oracle.actual_rows(store), _view_oracle.actual_rows(incremental)
+                    assert got == want, f"view {name}: built on SQLite differs from memory"
+                finally:
+                    store.close()
 
 
 class RedeliveryMachine(MailboxMachine):
@@ -137,6 +186,9 @@ class ReissueMachine(MailboxMachine):
             return  # a re-issue itself, or a refusal (which records no key)
         entry, observed = self.model.keyed[-1], self.observed
         assert entry.key == key
+        row = self.service.tables.find_idempotency(key)
+        assert row is not None and row.command == command, f"key {key} recorded as {row}, not {command}"
+        assert len(row.digest) == 64 and int(row.digest, 16) >= 0, row
         self.execute(command, {**kwargs, "idempotency_key": key}, expect=returns(outcome, "the key's first result"))
         for pick, name in enumerate(digested(entry)):
             changed = {**perturbed(entry, pick), "idempotency_key": key}
@@ -204,6 +256,7 @@ class CanonicalMachine(MailboxMachine):
         again = MailboxService(env=self.service.env, clock=self.clock)
         try:
             assert self.export(again) == first, "another service on the same file exports other bytes"
+            _canonical_oracle.check_export(self.model, list(self.service.canonical_events(limit=10_000)))
         finally:
             again.close()
         store = rebuilt(canonical_feed.VIEW, self.service, batch_size=50)

@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
+from run_mailbox.domain.permissions import ToolCallResume
 from run_mailbox.infrastructure.service import MailboxService
 from tests.properties import _backends
 from tests.properties._profiles import share
@@ -56,3 +57,23 @@ def test_claim_next_claims_on_as_many_threads_with_ready_work_as_its_limit_allow
     claimed = service.claim_next(consumer_id="w", limit=limit)
     assert len({c.thread_id for c in claimed}) == len(claimed)
     assert len(claimed) == min(limit, others + (1 if queue else 0)), [c.thread_id for c in claimed]
+
+
+def test_a_resume_queued_without_a_priority_takes_the_priority_of_the_run_s_dispatch() -> None:
+    """Found by the machine (``with_defaults``): the resume dispatch was queued at the default 128
+    while the thread mailbox admitted it at the run's priority (the decision had already pointed the
+    run at its not yet queued resume dispatch when the priority was looked up)."""
+    service = MailboxService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=lambda: 1_000)
+    service.submit("t", "r", priority=7)
+    claimed = service.claim("t", consumer_id="w")
+    assert claimed is not None and claimed.claim_token is not None
+    service.record_start(claimed.dispatch_id, claim_token=claimed.claim_token)
+    service.suspend(
+        claimed.dispatch_id, claim_token=claimed.claim_token, tickets=[{"tool_call_id": "c", "tool_name": "x"}]
+    )
+    outcome = service.decide("r", "c", ToolCallResume(decision_id="x", action="resume"))
+    assert outcome.resume_dispatch_id is not None
+    resumed = service.get_dispatch(outcome.resume_dispatch_id)
+    mailbox = service.get_mailbox("t")
+    assert mailbox is not None
+    assert (resumed.priority, mailbox.open[resumed.dispatch_id].priority) == (7, 7)
