@@ -128,6 +128,22 @@ def test_returning_something_that_is_not_messages_nacks(mailbox):
     assert worker.stats["nacked"] == 1
 
 
+def test_messages_the_mailbox_refuses_nack_the_attempt(mailbox):
+    def handler(job: Job) -> Any:
+        said = [m.model_copy(update={"message_id": "m-1"}) for m in reply(job, f"try {job.dispatch.attempt_count}")]
+        if job.dispatch.attempt_count == 0:
+            job.commit_messages(said)
+            raise TimeoutError("model timeout")
+        return said  # the same message id with other content: refused
+
+    with running(mailbox, handler) as worker:
+        d = mailbox.submit("thread-1", "run-1", max_attempts=2)
+        dead = settled(mailbox, d.dispatch_id, DispatchStatus.DEAD_LETTER)
+    assert (dead.last_error or "").startswith("the handler's messages were refused: DuplicateMessage")
+    assert worker.stats["acked"] == 0 and worker.stats["nacked"] == 2
+    assert kinds_of(mailbox, "run-1").count("MessageCommitted") == 1  # the first attempt's only
+
+
 def test_async_handlers_on_an_async_mailbox_with_async_with(mailbox):
     started = []
 

@@ -87,6 +87,8 @@ class OutcomeWriter:
         self.retry_at = retry_at
         self._acks: list[tuple[AckItem, asyncio.Future[str]]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self.refusal = ""
+        """The last refusal's text."""
 
     async def write(self, dispatch: DispatchRecord, outcome: Outcome) -> str:
         """Writes ``outcome``; returns what became of the dispatch: acked, suspended, dead_lettered,
@@ -96,12 +98,11 @@ class OutcomeWriter:
         if outcome.kind == "nothing":
             return "lost"
         if outcome.messages:
-            done, _ = await self._store(
-                "commit_messages",
-                lambda: mailbox.commit_messages(dispatch.thread_id, dispatch.run_id, outcome.messages),
-            )
+            thread_id, run_id, messages = dispatch.thread_id, dispatch.run_id, outcome.messages
+            done, _ = await self._store("commit_messages", lambda: mailbox.commit_messages(thread_id, run_id, messages))
             if done == "refused":
-                outcome = Outcome("nack", error="committing the handler's messages was refused")
+                refused = f"the handler's messages were refused: {self.refusal}"
+                outcome = Outcome("nack", error=refused[:MAX_TEXT_LENGTH])
             elif done != "ok":
                 return done
         if outcome.kind == "ack":
@@ -193,6 +194,7 @@ class OutcomeWriter:
                 log.warning("%s met store trouble (try %d): %s", operation, attempt + 1, exc)
             except MailboxError as exc:
                 log.error("%s refused: %s", operation, exc)
+                self.refusal = error_text(exc)
                 return "refused", None
         log.error("%s gave up after %d tries: the lease will run out and a sweep requeue it", operation, attempt + 1)
         return "failed", None
