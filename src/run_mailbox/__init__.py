@@ -110,6 +110,7 @@ from run_mailbox.projections.dispatch_queue import DispatchQueueRow
 from run_mailbox.projections.permission_resolutions import PermissionRow
 from run_mailbox.projections.run_status import RunStatusRow
 from run_mailbox.projections.view import RebuildFailed
+from run_mailbox.worker import Job, LeaseLost, NeedsPermission, PermanentError, Worker
 
 try:
     __version__ = version("run-mailbox")
@@ -170,6 +171,8 @@ __all__ = [
     "InterruptResult",
     "InvalidArgument",
     "InvalidTransition",
+    "Job",
+    "LeaseLost",
     "Limits",
     "MailboxError",
     "MailboxRecord",
@@ -177,9 +180,11 @@ __all__ = [
     "Message",
     "MessageSeqRange",
     "Nack",
+    "NeedsPermission",
     "NotFound",
     "Observation",
     "OpenDispatch",
+    "PermanentError",
     "PermissionRow",
     "RebuildFailed",
     "ReclaimExpiredLeases",
@@ -214,6 +219,7 @@ __all__ = [
     "VideoBlock",
     "ViewDiff",
     "ViewHost",
+    "Worker",
     "__version__",
     "backoff_delay_ms",
     "env_from_database_url",
