@@ -167,15 +167,17 @@ def build_world(service: MailboxService) -> dict[str, Any]:
     return world
 
 
-def resolve(value: Any, world: dict[str, Any]) -> Any:
-    """``value`` with every reference to the world (in arguments, in a batch's items) replaced."""
-    if isinstance(value, h.Ref):
-        return world[value.name]
-    if isinstance(value, dict):
-        return {k: resolve(v, world) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve(v, world) for v in value]
-    return value
+def resolve(kwargs: dict[str, Any], world: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with every reference to the world replaced: in the arguments and in the items of a
+    batch (never deeper: JSON arguments may be nested past the recursion limit on purpose)."""
+
+    def one(value: Any) -> Any:
+        return world[value.name] if isinstance(value, h.Ref) else value
+
+    def item(value: Any) -> Any:
+        return {k: one(v) for k, v in value.items()} if isinstance(value, dict) else one(value)
+
+    return {k: [item(v) for v in value] if isinstance(value, list) else one(value) for k, value in kwargs.items()}
 
 
 def invoke(service: MailboxService, command: str, kwargs: dict[str, Any]) -> Any:
