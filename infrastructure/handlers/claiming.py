@@ -45,12 +45,24 @@ def claim_dispatch(cmd: ClaimDispatch, uow: UnitOfWork) -> DispatchRecord | None
     return grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms, cmd.start)
 
 
+SPARE_CANDIDATES = 16
+"""Threads read beyond ``limit``: a candidate whose best dispatch is not due yet is passed over."""
+
+
 def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
     """Reads the ready heads (written with the events, so they never lag) for the candidate
-    threads, then takes each one's best due dispatch from its mailbox, best first."""
-    picks: list[tuple[tuple[int, int, str], ThreadMailbox, str]] = []
-    candidates = list(dict.fromkeys(uow.tables.ready_threads(uow.now, cmd.limit + 16)))
+    threads, then takes each one's best due dispatch from its mailbox, best first.
+
+    A first attempt takes the best ``limit``. An attempt after a conflict means other workers are
+    claiming at the same time, and they would all retry on the same best candidates: it reads a
+    window ``2 * attempt + 2`` batches wide and takes one batch-sized block of it at random, so
+    racing workers spread over the queue's head. Nothing starves: every first attempt takes the
+    best."""
+    blocks = 1 if uow.attempt == 0 else min(2 * uow.attempt + 2, 16)
+    window = cmd.limit * blocks + SPARE_CANDIDATES
+    candidates = list(dict.fromkeys(uow.tables.ready_threads(uow.now, window)))
     uow.preload_mailboxes(candidates)
+    picks: list[tuple[tuple[int, int, str], ThreadMailbox, str]] = []
     for thread_id in candidates:
         mailbox = uow.find_mailbox(thread_id)
         best = mailbox.best_ready(uow.now) if mailbox is not None else None
@@ -59,21 +71,16 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
         elif mailbox is not None:
             uow.unread(mailbox)
     picks.sort(key=lambda pick: pick[0])
-    if uow.attempt > 0 and len(picks) > cmd.limit:
-        # After a conflict, spread racing workers over the candidates instead of all retrying
-        # the same best one (no livelock: one of them always wins).
-        offset = random.randrange(len(picks))
-        picks = picks[offset:] + picks[:offset]
-    for _, passed_over, _ in picks[cmd.limit :]:
+    start = cmd.limit * random.randrange(-(-len(picks) // cmd.limit)) if blocks > 1 and picks else 0
+    taken = picks[start : start + cmd.limit]
+    for _, passed_over, _ in picks[:start] + picks[start + cmd.limit :]:
         uow.unread(passed_over)  # another worker may claim it meanwhile: no reason to fail this claim
-    uow.preload_dispatches([best for _, _, best in picks[: cmd.limit]])
-    claimed: list[DispatchRecord] = []
-    for _, mailbox, best in picks[: cmd.limit]:
-        dispatch = uow.dispatch(best)
-        if cmd.start:
-            uow.preload_runs([dispatch.record.run_id])
-        claimed.append(grant(uow, mailbox, dispatch, cmd.consumer_id, cmd.lease_ms, cmd.start))
-    return claimed
+    uow.preload_dispatches([best for _, _, best in taken])
+    if cmd.start:
+        uow.preload_runs([uow.dispatch(best).record.run_id for _, _, best in taken])
+    return [
+        grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start) for _, mailbox, best in taken
+    ]
 
 
 def extend_lease(cmd: ExtendLease, uow: UnitOfWork) -> bool:
