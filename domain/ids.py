@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import os
 import time
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 NAMESPACE = UUID("5b0f3c0e-7d43-5a53-9d0e-6d61696c626f")
+HOT_IDS = 32_768
+"""Ids remembered per kind: a command asks for its aggregates' ids several times (SHA-1 each)."""
 
 
+@lru_cache(maxsize=HOT_IDS)
 def dispatch_aggregate_id(dispatch_id: str) -> UUID:
     return uuid5(NAMESPACE, f"dispatch:{dispatch_id}")
 
 
+@lru_cache(maxsize=HOT_IDS)
 def run_aggregate_id(run_id: str) -> UUID:
     return uuid5(NAMESPACE, f"run:{run_id}")
 
 
+@lru_cache(maxsize=HOT_IDS)
 def mailbox_aggregate_id(thread_id: str) -> UUID:
     return uuid5(NAMESPACE, f"thread:{thread_id}")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import Application, Repository
+from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.persistence import EventStore
 from eventsourcing.popo import POPOFactory
 from eventsourcing.postgres import PostgresAggregateRecorder
@@ -111,6 +111,21 @@ class MailboxService(Application[UUID]):
         if type(store.recorder) is PostgresAggregateRecorder:
             store.recorder = PostgresSnapshotRecorder.adopt(store.recorder)
         return store
+
+    def save(self, *aggregates: Any, **kwargs: Any) -> Any:
+        """The library's ``save`` for our aggregates only: it collects their events without the
+        library's runtime-protocol ``isinstance`` checks (about a tenth of a worker's CPU), then
+        records, snapshots and notifies as the library does."""
+        processing = ProcessingEvent[UUID]()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # the library's deprecated hook, kept for parity
+        return recordings
 
     @property
     def tables(self) -> MailboxTables:

@@ -26,7 +26,6 @@ idle-in-transaction timeouts are set once per connection.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import weakref
@@ -166,10 +165,10 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         heads: Mapping[str, ReadyHeadRow | None] = kwargs.get("head_rows") or {}
         side = {
             "read": [[str(i), v] for i, v in read_versions.items()],
-            "idem": None if key is None else dataclasses.asdict(key),
-            "index": [dataclasses.asdict(r) for r in sorted_index_rows(kwargs.get("index_rows"))],
+            "idem": None if key is None else vars(key),
+            "index": [vars(r) for r in sorted_index_rows(kwargs.get("index_rows"))],
             "gone": sorted(t for t, head in heads.items() if head is None),
-            "heads": [dataclasses.asdict(head) for _, head in sorted(heads.items()) if head is not None],
+            "heads": [vars(head) for _, head in sorted(heads.items()) if head is not None],
         }
         return [self.timeouts.lock_ms, rows, Jsonb(side, dumps=_dumps)]
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from annotated_types import Ge, Le
+from eventsourcing.application import Application
 from pydantic.fields import FieldInfo
 
 from run_mailbox.domain.commands import Command
@@ -106,7 +107,7 @@ def _method_rows() -> list[tuple[str, str, str, str, str]]:
         elif isinstance(value, delegate):
             method = getattr(MailboxQueries, value.method_name)
             rows.append(_plain(name, method, "query"))
-        elif inspect.isfunction(value) and not name.startswith("_") and name != "construct_recorder":
+        elif inspect.isfunction(value) and not name.startswith("_") and not hasattr(Application, name):
             rows.append(_plain(name, value, "service"))
     return rows
 
