@@ -26,10 +26,6 @@ class Statements:
         self.write = SQL("SELECT notification_id FROM {}(%s::integer, %b::{}[], %s::jsonb) AS notification_id").format(
             q(f"{prefix}_write"), q(recorder.stored_event_type_name)
         )
-        self.assert_versions = SQL("SELECT {}(%s::uuid[], %s::integer[])").format(q(f"{prefix}_assert_read_versions"))
-        self.insert_idempotency = SQL("INSERT INTO {} (key, command, digest, result) VALUES (%s, %s, %s, %s)").format(
-            idem
-        )
         self.find_idempotency = SQL("SELECT key, command, digest, result FROM {} WHERE key = %s").format(idem)
         self.upsert_index = SQL(
             "INSERT INTO {} (" + INDEX_COLUMNS + ") SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], "
@@ -44,7 +40,6 @@ class Statements:
             "dispatch_id = EXCLUDED.dispatch_id, priority = EXCLUDED.priority, created_at = EXCLUDED.created_at, "
             "available_at = EXCLUDED.available_at, next_available_at = EXCLUDED.next_available_at"
         ).format(self.heads_table)
-        self.delete_heads = SQL("DELETE FROM {} WHERE thread_id = ANY(%s)").format(self.heads_table)
         self.ready_threads = SQL(
             "(SELECT thread_id FROM {heads} WHERE available_at <= %(now)s "
             "ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s) UNION ALL "
@@ -66,3 +61,7 @@ class Statements:
             "SELECT originator_id, max(originator_version) AS version FROM {} "
             "WHERE originator_id = ANY(%s) GROUP BY originator_id"
         ).format(events)
+        # The statements every command runs, rendered once: psycopg caches the parsing of a query
+        # string, but composes a Composed object again on every call.
+        for name in ("write", "read_aggregates", "current_versions", "find_idempotency", "ready_threads"):
+            setattr(self, name, getattr(self, name).as_string(None))

@@ -214,7 +214,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
 
     # ------------------------------------------------------------------ our reads
 
-    def _select(self, statement: Composed, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _select(self, statement: Composed | str, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
         def attempt() -> list[dict[str, Any]]:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(statement, params, prepare=True)
