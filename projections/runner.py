@@ -54,9 +54,14 @@ class ViewRunner:
             return self.store.apply(batch)
         return self.observer(self.store.view.name, batch, lambda: self.store.apply(batch))
 
-    def catch_up(self, on_batch: Progress | None = None) -> int:
+    def catch_up(self, on_batch: Progress | None = None, until: int | None = None) -> int:
         """Applies every recorded event after the store's position, one transaction per page; returns
-        how many. ``on_batch(position, applied)`` is called after each page."""
+        how many. ``on_batch(position, applied)`` is called after each page.
+
+        It stops at the first page shorter than ``batch_size``: that page reached the end of the log
+        as it was when read (waiting for an empty page instead would never end while a writer
+        commits between every two reads), or once it has applied position ``until``.
+        """
         applied = 0
         after = self.store.position()
         while True:
@@ -71,6 +76,8 @@ class ViewRunner:
             after = last
             if on_batch is not None:
                 on_batch(after, done)
+            if len(page) < self.batch_size or (until is not None and after >= until):
+                return applied
 
     def wait_until(self, position: int, timeout: float = 10.0) -> None:
         """Catches up until the store has applied ``position``; TimeoutError when the log stays short of it."""
@@ -157,16 +164,20 @@ def rebuild(
     batch_size: int = 1000,
     attempts: int = 5,
     on_batch: Progress | None = None,
+    log_end: Callable[[], int] | None = None,
 ) -> int:
     """Replays the whole log into scratch tables and swaps them in; returns the position swapped in.
 
     The scratch store catches up again when a live runner moved the live view past it meanwhile,
     so readers never see the view go back in time. RebuildFailed when it never overtakes them.
+    With ``log_end`` (the log's last position), each attempt reads no further than the end it saw
+    when it began, so a rebuild slower than the writers fails after ``attempts`` instead of
+    chasing them for ever.
     """
     scratch = store.begin_rebuild()
     runner = ViewRunner(scratch, read_page, batch_size)
     for _ in range(attempts):
-        runner.catch_up(on_batch)
+        runner.catch_up(on_batch, until=None if log_end is None else log_end())
         try:
             store.swap_in(scratch)
         except RebuildBehind:

@@ -118,7 +118,7 @@ class ViewHost:
             if progress is not None:
                 progress(position)
 
-        rebuild(self.store(name), self.read_page, self.batch_size, on_batch=on_batch)
+        rebuild(self.store(name), self.read_page, self.batch_size, on_batch=on_batch, log_end=self.log_end)
         return applied, time.perf_counter() - started
 
     def verify(self) -> tuple[list[ViewDiff], list[str]]:

@@ -151,6 +151,11 @@ def record_history(service: Any, clock: Any, cycles: int = 12, threads: int = 4)
     return int(service.recorder.max_notification_id() or 0)
 
 
+def log_end(service: Any) -> int:
+    """The log's last position."""
+    return int(service.recorder.max_notification_id() or 0)
+
+
 def log_reader(service: Any) -> Any:
     """``read_page(after, limit)`` over the service's log, decoded as the runner's caller would."""
 

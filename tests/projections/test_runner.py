@@ -18,7 +18,15 @@ import pytest
 
 from run_mailbox.projections.runner import ViewRunner, rebuild
 from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore
-from tests.projections._toy_view import DecodedSubscription, ToyView, log_reader, record_history, replayed
+from run_mailbox.projections.view import RebuildFailed
+from tests.projections._toy_view import (
+    DecodedSubscription,
+    ToyView,
+    log_end,
+    log_reader,
+    record_history,
+    replayed,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,9 +52,7 @@ def eventually(condition: Any, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_catch_up_reads_page_after_page_until_an_empty_page_applying_each_in_one_transaction(
-    service, clock, make_store
-):
+def test_catch_up_reads_page_after_page_until_a_short_page_applying_each_in_one_transaction(service, clock, make_store):
     end = record_history(service, clock, cycles=3)
     read = log_reader(service)
     asked: list[int] = []
@@ -58,8 +64,8 @@ def test_catch_up_reads_page_after_page_until_an_empty_page_applying_each_in_one
     store = CountingStore(make_store())
     assert ViewRunner(store, read_page, batch_size=10).catch_up() == end
     positions = [position for position, _ in read(0, end)]
-    page_ends = positions[9::10] if end % 10 == 0 else [*positions[9::10], end]
-    assert asked == [0, *page_ends]  # the last read, after the end, is the empty page
+    full_page_ends = positions[9::10]
+    assert asked == [0, *full_page_ends]  # a short page is the end; after full pages, one more read finds nothing
     assert store.batches == [10] * (end // 10) + ([end % 10] if end % 10 else [])
     assert store.position() == end
 
@@ -154,7 +160,7 @@ def test_rebuild_catches_up_again_when_a_live_runner_moved_the_view_past_it(serv
 
     def read_page(after: int, limit: int) -> list[Any]:
         page = read(after, limit)
-        if not page and not moved:  # the scratch store reached the end: events arrive, the live view takes them
+        if len(page) < limit and not moved:  # the scratch store reached the end: events arrive, the live view moves on
             moved.append(record_history(service, clock, cycles=1))
             live.catch_up()
         return page
@@ -233,8 +239,8 @@ def test_rebuilds_swapped_in_under_a_following_runner_lose_and_repeat_no_event(s
     follower_store, rebuilt_store = make_store(), make_store()  # one set of tables, two connections
     stop_following, stop_writing = threading.Event(), threading.Event()
 
-    def write() -> None:
-        while not stop_writing.is_set():
+    def write() -> None:  # a steady writer the rebuild can overtake (one it can't is the next test's case)
+        while not stop_writing.wait(0.01):
             record_history(service, clock, cycles=1, threads=2)
 
     failures: list[BaseException] = []
@@ -250,7 +256,7 @@ def test_rebuilds_swapped_in_under_a_following_runner_lose_and_repeat_no_event(s
         thread.start()
     try:
         for _ in range(5):  # the follower keeps applying while the rebuilt tables are swapped in under it
-            rebuild(rebuilt_store, read, batch_size=20, attempts=200)
+            rebuild(rebuilt_store, read, batch_size=20, attempts=200, log_end=lambda: log_end(service))
     finally:
         stop_writing.set()
         threads[0].join(timeout=30.0)
@@ -260,6 +266,32 @@ def test_rebuilds_swapped_in_under_a_following_runner_lose_and_repeat_no_event(s
     assert failures == []
     ViewRunner(rebuilt_store, read).catch_up()
     assert rebuilt_store.snapshot() == replayed(service)
+
+
+def test_a_rebuild_the_writers_outpace_fails_after_its_attempts_and_leaves_the_live_view_alone(
+    service, clock, make_store
+):
+    store = make_store()
+    read = log_reader(service)
+    record_history(service, clock, cycles=3)
+    live = ViewRunner(store, read)
+    live.catch_up()
+    before = store.snapshot()
+    reads: list[int] = []
+
+    def read_page(after: int, limit: int) -> list[Any]:
+        reads.append(after)
+        page = read(after, limit)
+        if not page or page[-1][0] >= log_end(service) - limit:  # near the end: more is written, the live view takes it
+            record_history(service, clock, cycles=1)
+            live.catch_up()
+        return page
+
+    with pytest.raises(RebuildFailed):
+        rebuild(store, read_page, batch_size=4, attempts=3, log_end=lambda: log_end(service))
+    assert len(reads) <= log_end(service) // 4 + 2 * 3  # each attempt stopped at the end it saw when it began
+    assert store.snapshot() != before and store.position() == log_end(service)  # the live view kept following
+    assert store.snapshot() == replayed(service)
 
 
 @pytest.mark.postgres
