@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Repository, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Repository
 
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.errors import DispatchNotFound, MailboxError, RunNotFound
@@ -102,8 +102,12 @@ class UnitOfWork:
         if self._read_many is not None:
             stored = self._read_many(wanted, snapshots=snapshotted)
             for aggregate_id in wanted:
-                events = [self._mapper.to_domain_event(s) for s in stored.get(aggregate_id, ())]
-                self._loaded(aggregate_id, project_aggregate(None, events))
+                aggregate = None
+                for stored_event in stored.get(aggregate_id, ()):
+                    # the library's project_aggregate would also assert isinstance() against a
+                    # runtime-checkable protocol per event: a third of a cold claim's CPU on Python 3.11
+                    aggregate = self._mapper.to_domain_event(stored_event).mutate(aggregate)
+                self._loaded(aggregate_id, aggregate)
             return
         repository = self._repository if snapshotted else self._unsnapshotted
         for aggregate_id in wanted:
