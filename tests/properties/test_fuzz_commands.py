@@ -123,6 +123,19 @@ COMMANDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # required, opti
         },
     ),
     "finish_run": ({"run_id": h.ids("rq", "rc", "rw", "rn"), "termination": h.TERMINATION}, {}),
+    "redrive": ({"dispatch_id": h.ids("dd", "dq", "dc", "dn")}, {"priority": h.PRIORITIES}),
+    "redrive_many": (
+        {},
+        {
+            "thread_id": h.ids("td", "tq", "tn"),
+            "agent_id": h.ids(fresh=["agent", "default"]),
+            "reason": h.mostly(["attempts_exhausted", "lease_expired", "permanent_failure"], ["bored", 1, ""]),
+            "since": h.OPTIONAL_TIME,
+            "until": h.OPTIONAL_TIME,
+            "limit": h.mostly([1, 2, 1_000], [0, 1_001, True, "2"]),
+            "priority": h.PRIORITIES,
+        },
+    ),
     "commit_messages": (
         {"thread_id": h.ids("tc", "tq", "tw", "tn"), "run_id": h.ids("rc", "rq", "rw", "rn"), "messages": h.MESSAGES},
         {"expected_first_seq": h.SEQS},
@@ -152,7 +165,7 @@ def calls(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 def build_world(service: MailboxService) -> dict[str, Any]:
     n = next(_COUNTER)
-    names = ["tq", "tc", "tw", "tn", "dq", "dc", "dw", "dn", "rq", "rc", "rw", "rn"]
+    names = ["tq", "tc", "tw", "tn", "td", "dq", "dc", "dw", "dn", "dd", "rq", "rc", "rw", "rn", "rd"]
     world: dict[str, Any] = {name: f"{name}-{n}" for name in names}
     world["n"] = str(n)
     service.submit(world["tq"], world["rq"], dispatch_id=world["dq"])
@@ -161,6 +174,9 @@ def build_world(service: MailboxService) -> dict[str, Any]:
         token = service.claim_dispatch(world[dispatch], consumer_id="owner").claim_token
         service.record_start(world[dispatch], claim_token=token)
         world[f"token-{dispatch}"] = token
+    service.submit(world["td"], world["rd"], dispatch_id=world["dd"])  # a dead letter, for the redrives
+    dead = service.claim_dispatch(world["dd"], consumer_id="owner").claim_token
+    service.dead_letter(world["dd"], claim_token=dead, error="poison")
     tickets = [{"tool_call_id": "c1", "tool_name": "shell"}, {"tool_call_id": "c2", "tool_name": "shell"}]
     service.suspend(world["dw"], claim_token=world["token-dw"], tickets=tickets)
     world["token"] = world["token-dc"]
@@ -189,9 +205,9 @@ def invoke(service: MailboxService, command: str, kwargs: dict[str, Any]) -> Any
 def snapshot(service: MailboxService, world: dict[str, Any], key: Any) -> tuple[Any, ...]:
     return (
         service.recorder.max_notification_id(),
-        [service.get_dispatch(world[d]) for d in ("dq", "dc", "dw")],
-        [service.get_run(world[r]) for r in ("rq", "rc", "rw")],
-        [service.get_mailbox(world[t]) for t in ("tq", "tc", "tw")],
+        [service.get_dispatch(world[d]) for d in ("dq", "dc", "dw", "dd")],
+        [service.get_run(world[r]) for r in ("rq", "rc", "rw", "rd")],
+        [service.get_mailbox(world[t]) for t in ("tq", "tc", "tw", "td")],
         service.tables.find_idempotency(key) if isinstance(key, str) and "\x00" not in key else None,
     )
 
@@ -205,7 +221,7 @@ def reads_back(service: MailboxService, host: ViewHost, position: int, world: di
         assert service.unsnapshotted.get(originator) is not None
     for line in service.iter_canonical_events(after=position):
         json.loads(line.to_json_line())
-    for thread in ("tq", "tc", "tw", "tn"):
+    for thread in ("tq", "tc", "tw", "tn", "td"):
         for record in service.list_dispatches(world[thread]):
             assert service.get_dispatch(record.dispatch_id) == record
             service.get_run(record.run_id)
