@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--base-log", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=max(110, Console().width))
     ensure_bench_database()
     table = Table(title="flat cost on Postgres (median latency; the ratio of the big case to the small one)")
     for column in ("case", "small", "big", "ratio", "aim"):

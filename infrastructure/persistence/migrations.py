@@ -104,6 +104,17 @@ def _pg_v4(n: Any) -> list[str]:
     command only read, write the side rows, insert the events and return their notification ids.
     The side rows come as one JSON document (``side``), which the server unpacks faster than the
     driver dumps a score of typed arrays."""
+    return _write_function(n, "thread_id IN (SELECT jsonb_array_elements_text(side->'gone'))")
+
+
+def _pg_v5(n: Any) -> list[str]:
+    """The write deletes the ready heads of threads that became busy through the heads' primary key:
+    ``IN (SELECT jsonb_array_elements_text(...))`` was planned as a hash join over a sequential scan of
+    every head (4.5 ms with 20,000 idle threads, on every claim), ``= ANY(ARRAY(...))`` is an index scan."""
+    return _write_function(n, "thread_id = ANY(ARRAY(SELECT jsonb_array_elements_text(side->'gone')))")
+
+
+def _write_function(n: Any, gone: str) -> list[str]:
     events, idx, heads = n.table("events"), n.table("dispatch_index"), n.table("ready_heads")
     return [
         f"""CREATE OR REPLACE FUNCTION {n.table("write")}(
@@ -133,7 +144,7 @@ def _pg_v4(n: Any) -> list[str]:
                     updated_at = EXCLUDED.updated_at;
             END IF;
             IF jsonb_array_length(side->'gone') > 0 THEN
-                DELETE FROM {heads} WHERE thread_id IN (SELECT jsonb_array_elements_text(side->'gone'));
+                DELETE FROM {heads} WHERE {gone};
             END IF;
             IF jsonb_array_length(side->'heads') > 0 THEN
                 INSERT INTO {heads} (thread_id, dispatch_id, priority, created_at, available_at, next_available_at)
@@ -155,6 +166,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(2, "the read-version check of a write transaction", _pg_v2),
     Migration(3, "ready heads: the best queued dispatch of every idle thread", _pg_v3),
     Migration(4, "a write in one statement", _pg_v4),
+    Migration(5, "busy threads' ready heads deleted through the index", _pg_v5),
 )
 
 
