@@ -19,7 +19,7 @@ from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.permissions import ToolCallResume
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.values import DispatchStatus, RunStatus
-from run_mailbox.infrastructure.handlers import claiming, fence, outcomes, permissions
+from run_mailbox.infrastructure.handlers import claiming, fence, outcomes, permissions, redrive
 from run_mailbox.projections import checkpoint_ranges, run_status
 from tests.properties.mailbox_machine import MailboxMachine
 from tests.properties.replay_machines import RedeliveryMachine, ReissueMachine
@@ -136,3 +136,15 @@ def test_adjacent_checkpoint_ranges_left_unmerged_are_caught(monkeypatch: pytest
     hunt = HUNT(given(**CHECKPOINT_HISTORIES)(check_checkpoint_rows))
     with pytest.raises(AssertionError, match="thread row"):
         hunt()
+
+
+def test_a_redrive_that_drops_the_dead_letter_s_priority_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: a redrive queues the new run at the default priority instead of the dead letter's."""
+    queue_again = redrive.queue_again
+
+    def at_the_default_priority(uow: Any, dead: Any, record: DispatchRecord, priority: Any, purpose: str) -> Any:
+        return queue_again(uow, dead, record, 128 if priority is None else priority, purpose)
+
+    monkeypatch.setattr(redrive, "queue_again", at_the_default_priority)
+    with pytest.raises(AssertionError, match=r"priority"):
+        run_state_machine_as_test(MailboxMachine, settings=HUNT)

@@ -13,6 +13,7 @@ from typing import Any
 from tests.properties import _oracle_batches as b
 from tests.properties import _oracle_dispatch as d
 from tests.properties import _oracle_owner as o
+from tests.properties import _oracle_redrive as rd
 from tests.properties import _oracle_runs as r
 from tests.properties._expect import RUN_FINISHED_FIRST, Expect, conflict, returns
 from tests.properties._model import Model
@@ -41,5 +42,6 @@ PREDICT: dict[str, Callable[[Model, int, dict[str, Any]], Expect]] = {
         r.finish_run,
         r.commit_messages,
         r.repair_checkpoints,
+        rd.redrive,
     )
 }

@@ -306,6 +306,23 @@ class MailboxMachine(EdgeRules):
         }
         self.execute("commit_messages", kwargs, keyed)
 
+    @rule(
+        pick=st.integers(0, 7),
+        which=st.sampled_from(["dead", "dead", "dead", "any"]),
+        priority=mostly([None, None, 0, 255], [256, -1]),
+        keyed=KEYED,
+    )
+    def redrive(self, pick: int, which: str, priority: int | None, keyed: bool) -> None:
+        """A dead letter (mostly), or any dispatch, or one already redriven, queued again."""
+        dead = sorted(d.dispatch_id for d in self.model.dispatches.values() if d.status.value == "dead_letter")
+        choices = dead if which == "dead" and dead else sorted(self.model.dispatches)
+        if not choices:
+            return
+        kwargs: dict[str, Any] = {"dispatch_id": choices[pick % len(choices)]}
+        if priority is not None:
+            kwargs["priority"] = priority
+        self.execute("redrive", kwargs, keyed)
+
     @rule()
     def repair_checkpoints(self) -> None:
         self.execute("repair_checkpoints", {})
