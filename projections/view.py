@@ -77,10 +77,14 @@ class RebuildBehind(RuntimeError):
 
 
 class RebuildFailed(RuntimeError):
-    """A rebuild never caught up with the live view (live runners kept moving it): nothing was swapped in."""
+    """A rebuild never caught up with the live view (writers and live runners kept moving it): nothing
+    was swapped in."""
 
     def __init__(self, view: str, attempts: int) -> None:
-        super().__init__(f"view {view!r}: the rebuild could not overtake the live view in {attempts} tries")
+        super().__init__(
+            f"view {view!r}: the rebuild could not overtake the live view in {attempts} tries "
+            "(the writers outpaced it); nothing was swapped in: run it again when they are quieter"
+        )
         self.view = view
 
 

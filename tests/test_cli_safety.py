@@ -16,6 +16,8 @@ from run_mailbox.cli import stores as cli
 from run_mailbox.cli.main import app
 from run_mailbox.infrastructure.service import MailboxService
 from run_mailbox.infrastructure.settings import SQLITE, SettingsError, resolve_env
+from run_mailbox.infrastructure.views import host as host_module
+from run_mailbox.projections.view import RebuildFailed
 
 READ_COMMANDS = [
     ["stats"],
@@ -213,3 +215,22 @@ def test_postgres_settings_reach_the_connection_the_command_line_tries(runner, m
 def test_a_postgres_module_without_a_database_name_uses_the_documented_default(monkeypatch):
     env = resolve_env({"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_HOST": "db.internal"})
     assert (env["POSTGRES_HOST"], env["POSTGRES_DBNAME"]) == ("db.internal", "run_mailbox")
+
+
+def test_a_rebuild_the_writers_outpace_is_one_line_and_exit_2(runner, tmp_path, monkeypatch):
+    """``RebuildFailed`` (a rebuild that could not overtake the writers) is an expected failure, not a crash."""
+    path = tmp_path / "mailbox.db"
+    service = MailboxService(env={"PERSISTENCE_MODULE": SQLITE, "SQLITE_DBNAME": str(path)})
+    service.submit("thread-1", "run-1", dispatch_id="d1", now=1_000)
+    service.close()
+
+    def outpaced(store, *args, **kwargs):
+        raise RebuildFailed(store.view.name, 5)
+
+    monkeypatch.setattr(host_module, "rebuild", outpaced)
+    result = runner.invoke(app, ["--db", str(path), "rebuild", "run_status"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stdout.strip() == ""  # the progress bar, gone
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: view 'run_status': the rebuild could not overtake"), line
+    assert "nothing was swapped in" in line

@@ -19,6 +19,7 @@ from run_mailbox.cli.stores import Store, read_env
 from run_mailbox.domain.errors import MailboxError
 from run_mailbox.infrastructure.service import MailboxService
 from run_mailbox.infrastructure.settings import SettingsError
+from run_mailbox.projections.view import RebuildFailed
 
 USAGE_ERROR = 2
 
@@ -64,7 +65,16 @@ def reported_errors() -> Iterator[None]:
     """Expected failures become one red line on stderr and exit status 2, never a traceback."""
     try:
         yield
-    except (CliError, MailboxError, SettingsError, EventSourcingError, psycopg.Error, sqlite3.Error, OSError) as exc:
+    except (
+        CliError,
+        MailboxError,
+        SettingsError,
+        RebuildFailed,
+        EventSourcingError,
+        psycopg.Error,
+        sqlite3.Error,
+        OSError,
+    ) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         Console(stderr=True).print(f"[red]error: {message}[/]", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(USAGE_ERROR) from None
