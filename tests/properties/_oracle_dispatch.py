@@ -141,14 +141,22 @@ def claim_next(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     return succeed(then, writes=bool(picks))
 
 
+def dispatch_in(m: Model, dispatch_id: str, status: Any, must: str) -> DispatchRecord | Expect:
+    """The dispatch the command names, or the refusal due when it is unknown or not in ``status``."""
+    d = m.dispatches.get(dispatch_id)
+    if d is None:
+        return refuse(DispatchNotFound, "no such dispatch")
+    if d.status is not status:
+        return refuse(InvalidTransition, f"the dispatch is {d.status.value}, {must}")
+    return d
+
+
 def claim_dispatch(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if not is_id(kw["dispatch_id"]) or _bad_lease(kw):
         return refuse(InvalidArgument, "malformed argument")
-    d = m.dispatches.get(kw["dispatch_id"])
-    if d is None:
-        return refuse(DispatchNotFound, "no such dispatch")
-    if d.status is not QUEUED:
-        return refuse(InvalidTransition, f"the dispatch is {d.status.value}, must be queued")
+    d = dispatch_in(m, kw["dispatch_id"], QUEUED, "must be queued")
+    if isinstance(d, Expect):
+        return d
     if m.claimed_on(d.thread_id) is not None:
         return returns(None, "the thread has a claimed dispatch")
     return _start_refused(m, [d], kw) or succeed(_claimed(m, d, kw, now))
@@ -157,11 +165,9 @@ def claim_dispatch(m: Model, now: int, kw: dict[str, Any]) -> Expect:
 def cancel(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     if not is_id(kw["dispatch_id"]):
         return refuse(InvalidArgument, "malformed argument")
-    d = m.dispatches.get(kw["dispatch_id"])
-    if d is None:
-        return refuse(DispatchNotFound, "no such dispatch")
-    if d.status is not QUEUED:
-        return refuse(InvalidTransition, f"the dispatch is {d.status.value}, only a queued one is cancelled")
+    d = dispatch_in(m, kw["dispatch_id"], QUEUED, "only a queued one is cancelled")
+    if isinstance(d, Expect):
+        return d
     run_before = m.runs[d.run_id]
 
     def then(record: DispatchRecord) -> None:

@@ -11,17 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from run_mailbox.domain.dispatch import DispatchRecord
-from run_mailbox.domain.errors import (
-    AlreadyRedriven,
-    DedupeKeyConflict,
-    DispatchNotFound,
-    InvalidArgument,
-    InvalidTransition,
-)
+from run_mailbox.domain.errors import AlreadyRedriven, DedupeKeyConflict, InvalidArgument
 from run_mailbox.domain.results import RedriveResult
 from run_mailbox.domain.run import RunRecord
 from tests.properties._expect import DEAD, QUEUED, Expect, is_id, record_is, refuse, same, succeed
 from tests.properties._model import Model
+from tests.properties._oracle_dispatch import dispatch_in
 
 
 def redrive(m: Model, now: int, kw: dict[str, Any]) -> Expect:
@@ -29,11 +24,9 @@ def redrive(m: Model, now: int, kw: dict[str, Any]) -> Expect:
     bad_priority = priority is not None and (type(priority) is not int or not 0 <= priority <= 255)
     if not is_id(kw["dispatch_id"]) or bad_priority:
         return refuse(InvalidArgument, "malformed argument")
-    dead = m.dispatches.get(kw["dispatch_id"])
-    if dead is None:
-        return refuse(DispatchNotFound, "no such dispatch")
-    if dead.status is not DEAD:
-        return refuse(InvalidTransition, f"the dispatch is {dead.status.value}, only a dead letter is redriven")
+    dead = dispatch_in(m, kw["dispatch_id"], DEAD, "only a dead letter is redriven")
+    if isinstance(dead, Expect):
+        return dead
     if any(run.redrive_of == dead.dispatch_id for run in m.runs.values()):
         return refuse(AlreadyRedriven, "a dead letter is redriven once")
     thread, key = dead.thread_id, dead.dedupe_key
