@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.canonical import CanonicalEvent, render_json
-from run_mailbox.projections.schema import Column, Table
+from run_mailbox.projections.schema import Column, Document, Table
 from run_mailbox.projections.view import ViewStore, ViewTx
 
 TABLE = "canonical_feed"
@@ -48,7 +48,7 @@ class CanonicalFeedView:
                 "run_id": envelope["run_id"],
                 "idempotency_key": envelope["idempotency_key"],
                 "created_at": envelope["created_at"],
-                "envelope": envelope,
+                "envelope": Document(envelope),  # built here from JSON values, for this row alone
             },
         )
 

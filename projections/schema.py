@@ -22,10 +22,21 @@ Row = dict[str, Any]
 Key = tuple[Any, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A JSON value handed over to a json column by the code that just built it from JSON types
+    only (str keys, finite numbers; what ``model_dump(mode="json")`` gives) and keeps no reference
+    to: stores take it as it is, without the copy and check that every other value gets. For
+    handlers that render a document per event (the canonical feed); a value that is not one of
+    these is checked and copied."""
+
+    value: Any
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: ColumnType  # json = any JSON value (stored as text/jsonb)
+    type: ColumnType  # json = any JSON value (stored as JSON text)
     nullable: bool = True
 
 
@@ -73,15 +84,21 @@ class Table:
 
     def normalise(self, row: Mapping[str, Any]) -> Row:
         """The row as every store holds it; refuses missing, unknown or ill-typed values."""
-        if len(row) != len(self._plan) or not self._by_name.keys() >= row.keys():
-            missing = [n for n in self.column_names if n not in row]
-            extra = [n for n in row if n not in self._by_name]
-            raise ValueError(f"row for {self.name!r}: missing columns {missing}, unknown columns {extra}")
+        if len(row) != len(self._plan):
+            raise self._shape_error(row)
         out: Row = {}
-        for name, exact, column in self._plan:
-            value = row[name]
-            out[name] = value if type(value) is exact else normalise_value(self.name, column, value)
+        try:  # as many columns as the table, all of them found: none is unknown
+            for name, exact, column in self._plan:
+                value = row[name]
+                out[name] = value if type(value) is exact else normalise_value(self.name, column, value)
+        except KeyError:
+            raise self._shape_error(row) from None
         return out
+
+    def _shape_error(self, row: Mapping[str, Any]) -> ValueError:
+        missing = [n for n in self.column_names if n not in row]
+        extra = [n for n in row if n not in self._by_name]
+        return ValueError(f"row for {self.name!r}: missing columns {missing}, unknown columns {extra}")
 
     def normalise_key(self, key: Sequence[Any]) -> Key:
         key = tuple(key)
@@ -143,6 +160,9 @@ _EXACT: dict[str, type] = {"text": str, "int": int, "bool": bool}
 
 
 def normalise_value(table: str, column: Column, value: Any) -> Any:
+    handed_over = type(value) is Document and column.type == "json"
+    if handed_over:
+        value = value.value
     if value is None:
         if not column.nullable:
             raise ValueError(f"{table}.{column.name} is not nullable")
@@ -151,7 +171,7 @@ def normalise_value(table: str, column: Column, value: Any) -> Any:
         value = value.value
     kind = column.type
     if kind == "json":
-        return json_value(value)
+        return value if handed_over else json_value(value)
     ok = {
         "text": isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool),

@@ -147,6 +147,10 @@ class BufferedTx:
     def _covers(self, table: str, key: Key) -> bool:
         return any(key[:n] in prefixes for n, prefixes in self._covered.get(table, {}).items())
 
+    def read_any(self, table: str) -> bool:
+        """Whether this batch read any committed row (or absence of one) of ``table``."""
+        return table in self._covered or any(name == table for name, _ in self._loaded)
+
     def exists(self, table: str, key: Key) -> bool | None:
         """Whether ``key`` has a committed row, as far as this batch read them (``None``: not read)."""
         if (table, key) in self._loaded:

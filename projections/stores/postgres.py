@@ -212,7 +212,9 @@ class PostgresViewStore:
             cur.executemany(sql.delete, deletes)
         # By what this batch read of the committed rows: True = the key has a row, False = none, None = unread.
         by_state: dict[bool | None, list[Row]] = {True: [], False: [], None: []}
-        if len(upserts) > SMALL:
+        if len(upserts) > SMALL and not tx.read_any(t.name):
+            by_state[None] = upserts
+        elif len(upserts) > SMALL:
             for row in upserts:
                 by_state[tx.exists(t.name, t.key_of(row))].append(row)
         else:

@@ -6,9 +6,11 @@ into the store that matches the service's backend (memory, SQLite file, Postgres
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from run_mailbox.projections.runner import ViewRunner, rebuild
+from run_mailbox.projections.schema import Document
 from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore
 from run_mailbox.projections.view import RebuildBehind
 from tests.projections._toy_view import (
@@ -217,3 +219,77 @@ def test_a_postgres_store_built_from_the_service_settings_shares_the_view_with_o
         assert own.snapshot() == on_pool.snapshot() == replayed(pg_service)
     finally:
         own.close()
+
+
+def test_a_handed_over_document_is_stored_as_given_and_refused_where_a_plain_value_would_be(service, clock, make_store):
+    """``Document`` skips the copy and check of a json value, not the column's type or nullability."""
+
+    class HandsOver(ToyView):
+        document: object = Document({"nested": [1, "two", {"three": None}], "ok": True})
+        column = "kinds"
+
+        def handle(self, position, event, tx):
+            row = {"thread_id": "t", "events": 1, "last_position": position, "open_count": 0, "has_open": False}
+            tx.upsert(THREADS, {**row, "kinds": {}, self.column: self.document})
+
+    end = record_history(service, clock, cycles=1)
+    store = make_store(HandsOver(), prefix="doc")
+    store.apply(log_reader(service)(0, end))
+    assert store.select(THREADS) == [
+        {
+            "thread_id": "t",
+            "events": 1,
+            "last_position": end,
+            "open_count": 0,
+            "has_open": False,
+            "kinds": {"nested": [1, "two", {"three": None}], "ok": True},
+        }
+    ]
+
+    for column, document, error in (
+        ("thread_id", Document("t"), TypeError),  # a text column takes no Document
+        ("kinds", Document(None), ValueError),  # a non-nullable json column takes no null, handed over or not
+    ):
+        wrong = HandsOver()
+        wrong.column, wrong.document = column, document
+        bad = make_store(wrong, prefix=f"bad_{column}")
+        with pytest.raises(error):
+            bad.apply(log_reader(service)(0, end))
+        assert bad.position() == 0 and bad.select(THREADS) == []
+
+
+@pytest.mark.postgres
+def test_a_view_table_made_with_jsonb_before_keeps_taking_writes_and_a_rebuild_makes_it_json(
+    pg_service, postgres_env, clock
+):
+    """View tables made before json columns became ``json`` are ``jsonb``: the few-row upsert and the
+    COPY still write them the same rows, and a rebuild swaps in ``json`` tables."""
+    url, schema = postgres_env["MAILBOX_DATABASE_URL"], postgres_env["POSTGRES_SCHEMA"]
+
+    def json_types(prefix: str) -> set[str]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT data_type FROM information_schema.columns WHERE table_schema = %s"
+                " AND table_name IN (%s, %s) AND column_name IN ('kinds', 'detail')",
+                [schema, f"{prefix}_{THREADS}", f"{prefix}_{DISPATCHES}"],
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    pool = pg_service.recorder.datastore.pool
+    stores = {p: PostgresViewStore(ToyView(), pool, schema=schema, prefix=p) for p in ("few", "copied")}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for prefix in stores:
+            for table, column in ((THREADS, "kinds"), (DISPATCHES, "detail")):
+                conn.execute(
+                    f'ALTER TABLE "{schema}"."{prefix}_{table}" ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb'
+                )
+    assert json_types("few") == json_types("copied") == {"jsonb"}
+    record_history(pg_service, clock, cycles=12)
+    read = log_reader(pg_service)
+    ViewRunner(stores["few"], read, batch_size=3).catch_up()  # pages of 3 events: rows upserted a few at a time
+    ViewRunner(stores["copied"], read).catch_up()  # one page: dozens of new rows through COPY
+    for store in stores.values():
+        assert store.snapshot() == replayed(pg_service)
+    rebuild(stores["few"], read)
+    assert stores["few"].snapshot() == replayed(pg_service)
+    assert json_types("few") == {"json"}
