@@ -19,9 +19,9 @@ from typing import Any, cast
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import SQLiteFactory
 
-from run_mailbox.domain.model import DomainEvent
 from run_mailbox.infrastructure.invariants import check_invariants
 from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.infrastructure.views.pages import LogPages
 from run_mailbox.infrastructure.views.subscription import DecodedSubscription, Pair
 from run_mailbox.infrastructure.views.verify import ViewDiff, diff_rows
 from run_mailbox.projections import canonical_feed, checkpoint_ranges, dispatch_queue, permission_resolutions
@@ -44,6 +44,8 @@ class ViewHost:
     def __init__(self, service: MailboxService, views: Sequence[View] = ALL_VIEWS, *, batch_size: int = 1000) -> None:
         self.service = service
         self.batch_size = batch_size
+        self.read_page = LogPages(service)
+        """``read_page(after, limit)``: up to ``limit`` decoded events after a log position."""
         self.stores: dict[str, ViewStore] = {view.name: self._store_for(view) for view in views}
         self.observer: ApplyObserver | None = None
         """Wraps every batch the host's runners apply (``run_mailbox.instrument_views`` sets it)."""
@@ -68,10 +70,6 @@ class ViewHost:
             raise KeyError(f"this host does not run the view {name!r} (it runs {', '.join(self.stores)})") from None
 
     # ------------------------------------------------------------------ keeping views current
-
-    def read_page(self, after: int, limit: int) -> list[Pair]:
-        notifications = self.service.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
-        return [(n.id, cast(DomainEvent, self.service.mapper.to_domain_event(n))) for n in notifications]
 
     def _read_upto(self, position: int, after: int, limit: int) -> list[Pair]:
         return [pair for pair in self.read_page(after, limit) if pair[0] <= position]

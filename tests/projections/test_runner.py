@@ -327,3 +327,72 @@ def test_a_runner_blocked_behind_a_swap_in_applies_nothing_the_swapped_in_view_h
     assert results == {"swapped": None, "applied": 0}
     assert live.position() == end
     assert live.snapshot() == replayed(pg_service)
+
+
+class SplitReader:
+    """A ``PageReader`` over the service's log that says which thread fetched each page."""
+
+    def __init__(self, service: Any) -> None:
+        self.read = log_reader(service)
+        self.service = service
+        self.fetched: list[tuple[int, str]] = []
+        self.fetching: dict[int, threading.Event] = {}
+        self.fail_after: int | None = None
+
+    def fetch(self, after: int, limit: int) -> list[Any]:
+        self.fetched.append((after, threading.current_thread().name))
+        self.fetching.setdefault(after, threading.Event()).set()
+        if self.fail_after is not None and after >= self.fail_after:
+            raise ConnectionError(f"the log went away after {after}")
+        return list(self.service.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False))
+
+    def decode(self, rows: Sequence[Any]) -> list[Any]:
+        return [(n.id, self.service.mapper.to_domain_event(n)) for n in rows]
+
+    def __call__(self, after: int, limit: int) -> list[Any]:
+        return self.decode(self.fetch(after, limit))
+
+
+class WaitsForTheNextFetch(CountingStore):
+    """Applies a page only once the next page's fetch has begun (or 5 s have passed, and it says so);
+    the page that ends the log has no next page."""
+
+    def __init__(self, store: Any, reader: SplitReader, end: int) -> None:
+        super().__init__(store)
+        self.reader, self.end, self.overlapped = reader, end, []
+
+    def apply(self, batch: Sequence[Any]) -> int:
+        last = batch[-1][0]
+        if last < self.end:
+            self.overlapped.append(self.reader.fetching.setdefault(last, threading.Event()).wait(timeout=5.0))
+        return super().apply(batch)
+
+
+def test_a_runner_reading_ahead_fetches_the_next_page_while_it_applies_one_and_builds_the_same_view(
+    service, clock, make_store
+):
+    end = record_history(service, clock, cycles=3)
+    reader = SplitReader(service)
+    store = WaitsForTheNextFetch(make_store(prefix="ahead"), reader, end)
+    assert ViewRunner(store, reader, batch_size=10, read_ahead=True).catch_up() == end
+    assert store.overlapped == [True] * (len(store.batches) - 1) and len(store.batches) == -(-end // 10)
+    assert reader.fetched[0][1] == threading.current_thread().name
+    assert {name for _, name in reader.fetched[1:]} == {"fetch-toy_0"}
+    plain = make_store(prefix="plain")
+    ViewRunner(plain, reader, batch_size=10).catch_up()
+    assert store.store.snapshot() == plain.snapshot() == replayed(service)
+    assert not [t for t in threading.enumerate() if t.name.startswith("fetch-")]
+
+
+def test_a_fetch_ahead_that_fails_raises_from_catch_up_and_the_view_keeps_the_pages_before_it(
+    service, clock, make_store
+):
+    end = record_history(service, clock, cycles=3)
+    reader = SplitReader(service)
+    first = [position for position, _ in reader(0, 10)]
+    reader.fail_after = first[-1]
+    store = make_store(prefix="broken")
+    with pytest.raises(ConnectionError, match="the log went away"):
+        ViewRunner(store, reader, batch_size=10, read_ahead=True).catch_up()
+    assert store.position() == first[-1] < end
+    assert not [t for t in threading.enumerate() if t.name.startswith("fetch-")]
