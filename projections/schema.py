@@ -36,7 +36,7 @@ class Document:
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: ColumnType  # json = any JSON value (stored as JSON text)
+    type: ColumnType  # json = any JSON value (JSON text in the SQL stores)
     nullable: bool = True
 
 
@@ -87,12 +87,12 @@ class Table:
         if len(row) != len(self._plan):
             raise self._shape_error(row)
         out: Row = {}
-        try:  # as many columns as the table, all of them found: none is unknown
-            for name, exact, column in self._plan:
+        for name, exact, column in self._plan:  # as many columns as the table, each found: none is unknown
+            try:
                 value = row[name]
-                out[name] = value if type(value) is exact else normalise_value(self.name, column, value)
-        except KeyError:
-            raise self._shape_error(row) from None
+            except KeyError:
+                raise self._shape_error(row) from None
+            out[name] = value if type(value) is exact else normalise_value(self.name, column, value)
         return out
 
     def _shape_error(self, row: Mapping[str, Any]) -> ValueError:
