@@ -63,5 +63,5 @@ def feed(store: ViewStore, after: int = 0, limit: int = 500, upstream_only: bool
     """Up to ``limit`` envelopes after log position ``after``, in log order (only the kinds
     the upstream records when ``upstream_only``)."""
     where = {"upstream": True} if upstream_only else None
-    rows = store.select(TABLE, where, order_by=("position",))
-    return [CanonicalEvent.model_validate(row["envelope"]) for row in rows if row["position"] > after][:limit]
+    rows = store.select(TABLE, where, order_by=("position",), limit=limit, above={"position": after})
+    return [CanonicalEvent.model_validate(row["envelope"]) for row in rows]

@@ -140,6 +140,16 @@ class Table:
             out[name] = None if value is None else normalise_value(self.name, column, value)
         return out
 
+    def normalise_above(self, above: Mapping[str, Any] | None) -> Row:
+        """Exclusive lower bounds on text or int columns (a row whose value is NULL is below any)."""
+        out: Row = {}
+        for name, value in (above or {}).items():
+            column = self.column(name)
+            if column.type not in ("text", "int") or value is None:
+                raise ValueError(f"table {self.name!r}: 'above' takes a text or int column and a value, got {name!r}")
+            out[name] = normalise_value(self.name, column, value)
+        return out
+
     def key_of(self, row: Mapping[str, Any]) -> Key:
         return tuple(row[n] for n in self.key)
 
@@ -214,8 +224,17 @@ def json_value(value: Any) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
 
 
-def matches(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
-    return all(row[name] == value for name, value in where.items())
+def checked_limit(limit: int | None) -> int | None:
+    """A ``select`` limit: None (no limit) or a non-negative int, the same on every store."""
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError(f"limit must be a non-negative integer or None, got {limit!r}")
+    return limit
+
+
+def matches(row: Mapping[str, Any], where: Mapping[str, Any], above: Mapping[str, Any] | None = None) -> bool:
+    return all(row[name] == value for name, value in where.items()) and all(
+        row[name] is not None and row[name] > value for name, value in (above or {}).items()
+    )
 
 
 def copy_row(row: Mapping[str, Any]) -> Row:

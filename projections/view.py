@@ -56,6 +56,7 @@ class ViewStore(Protocol):
         where: dict[str, Any] | None = None,
         order_by: Sequence[str] = (),
         limit: int | None = None,
+        above: dict[str, Any] | None = None,  # column -> exclusive lower bound: a keyset page
     ) -> list[dict[str, Any]]: ...
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]: ...  # every table's rows sorted by key

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.projections.schema import Key, Row, Table, copy_row, matches, sort_rows
+from run_mailbox.projections.schema import Key, Row, Table, checked_limit, copy_row, matches, sort_rows
 from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, tables_of
 
 Tables = dict[str, dict[Key, Row]]
@@ -53,8 +53,8 @@ class MemoryViewStore:
     def _load(self, table: Table, key: Key) -> Row | None:
         return self._rows[table.name].get(key)
 
-    def _scan(self, table: Table, where: Row) -> list[Row]:
-        return [r for r in self._rows[table.name].values() if matches(r, where)]
+    def _scan(self, table: Table, where: Row, above: Row | None = None) -> list[Row]:
+        return [r for r in self._rows[table.name].values() if matches(r, where, above)]
 
     def select(
         self,
@@ -62,11 +62,12 @@ class MemoryViewStore:
         where: dict[str, Any] | None = None,
         order_by: Sequence[str] = (),
         limit: int | None = None,
+        above: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         t = self._table(table)
-        flt = t.normalise_where(where)
+        flt, low, limit = t.normalise_where(where), t.normalise_above(above), checked_limit(limit)
         with self._lock:
-            found = sort_rows(t, self._scan(t, flt), order_by)
+            found = sort_rows(t, self._scan(t, flt, low), order_by)
         return [copy_row(r) for r in found[:limit]]
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:

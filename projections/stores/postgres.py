@@ -23,7 +23,7 @@ from psycopg.sql import SQL, Composable, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.projections.schema import Key, Row, Table, sort_rows
+from run_mailbox.projections.schema import Key, Row, Table, checked_limit, sort_rows
 from run_mailbox.projections.stores.postgres_sql import TYPES, Statements, array_literal, idents
 from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
@@ -137,10 +137,19 @@ class PostgresViewStore:
             return self._tracked(cur) or 0
 
     def _query(
-        self, cur: Cursor[TupleRow], t: Table, where: Row, order_by: Sequence[str] = (), limit: int | None = None
+        self,
+        cur: Cursor[TupleRow],
+        t: Table,
+        where: Row,
+        order_by: Sequence[str] = (),
+        limit: int | None = None,
+        above: Row | None = None,
     ) -> list[Row]:
         conds = [SQL("{} IS NULL" if v is None else "{} = %s").format(Identifier(n)) for n, v in where.items()]
         params: list[Any] = [v for v in where.values() if v is not None]
+        for name, value in (above or {}).items():
+            conds.append(SQL("{} > %s").format(Identifier(name)))
+            params.append(value)
         order = [
             SQL("{} DESC NULLS LAST" if desc else "{} ASC NULLS FIRST").format(Identifier(n))
             for n, desc in t.order_columns(order_by)
@@ -163,11 +172,12 @@ class PostgresViewStore:
         where: dict[str, Any] | None = None,
         order_by: Sequence[str] = (),
         limit: int | None = None,
+        above: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         t = self._table(table)
-        flt = t.normalise_where(where)
+        flt, low, limit = t.normalise_where(where), t.normalise_above(above), checked_limit(limit)
         with self._transaction() as cur:
-            return self._query(cur, t, flt, order_by, limit)
+            return self._query(cur, t, flt, order_by, limit, low)
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         with self._transaction() as cur:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.projections.schema import Column, Key, Row, Table, sort_rows
+from run_mailbox.projections.schema import Column, Key, Row, Table, checked_limit, sort_rows
 from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
 SCRATCH = "__rebuild"
@@ -123,11 +123,19 @@ class SQLiteViewStore:
             return self._tracked(self._conn)
 
     def _query(
-        self, c: sqlite3.Connection, t: Table, where: Row, order_by: Sequence[str] = (), limit: int | None = None
+        self,
+        c: sqlite3.Connection,
+        t: Table,
+        where: Row,
+        order_by: Sequence[str] = (),
+        limit: int | None = None,
+        above: Row | None = None,
     ) -> list[Row]:
         cols = ", ".join(_q(n) for n in t.column_names)
         conds = [f"{_q(n)} IS NULL" if v is None else f"{_q(n)} = ?" for n, v in where.items()]
         params: list[Any] = [_encode(t.column(n), v) for n, v in where.items() if v is not None]
+        conds += [f"{_q(n)} > ?" for n in (above or {})]
+        params += [_encode(t.column(n), v) for n, v in (above or {}).items()]
         sql = f"SELECT {cols} FROM {_q(self._name(t.name))}"
         if conds:
             sql += " WHERE " + " AND ".join(conds)
@@ -143,10 +151,12 @@ class SQLiteViewStore:
         where: dict[str, Any] | None = None,
         order_by: Sequence[str] = (),
         limit: int | None = None,
+        above: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         t = self._table(table)
+        flt, low, limit = t.normalise_where(where), t.normalise_above(above), checked_limit(limit)
         with self._lock:
-            return self._query(self._conn, t, t.normalise_where(where), order_by, limit)
+            return self._query(self._conn, t, flt, order_by, limit, low)
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         with self._tx("DEFERRED") as c:

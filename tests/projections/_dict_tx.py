@@ -45,10 +45,11 @@ class DictTx:
         where: dict[str, Any] | None = None,
         order_by: Sequence[str] = (),
         limit: int | None = None,
+        above: dict[str, Any] | None = None,
     ) -> list[Row]:
         spec = self._tables[table]
-        wanted = spec.normalise_where(where)
-        found = sort_rows(spec, (copy_row(r) for r in self._rows[table].values() if matches(r, wanted)), order_by)
+        wanted, low = spec.normalise_where(where), spec.normalise_above(above)
+        found = sort_rows(spec, (copy_row(r) for r in self._rows[table].values() if matches(r, wanted, low)), order_by)
         return found if limit is None else found[:limit]
 
     def snapshot(self) -> dict[str, list[Row]]:

@@ -293,3 +293,33 @@ def test_a_view_table_made_with_jsonb_before_keeps_taking_writes_and_a_rebuild_m
     rebuild(stores["few"], read)
     assert stores["few"].snapshot() == replayed(pg_service)
     assert json_types("few") == {"json"}
+
+
+def test_select_above_a_bound_pages_by_keyset_the_same_on_every_store_and_refuses_bad_bounds_and_limits(
+    service, clock, make_store
+):
+    store = make_store()
+    record_history(service, clock, cycles=6)
+    ViewRunner(store, log_reader(service)).catch_up()
+    by_position = store.select(DISPATCHES, order_by=("position",))
+    middle = by_position[len(by_position) // 2]["position"]
+    assert store.select(DISPATCHES, order_by=("position",), limit=3, above={"position": middle}) == [
+        r for r in by_position if r["position"] > middle
+    ][:3]
+    everything = store.select(DISPATCHES)  # in key order
+    some_id = everything[len(everything) // 3]["dispatch_id"]
+    assert store.select(DISPATCHES, above={"dispatch_id": some_id}) == [
+        r for r in everything if r["dispatch_id"] > some_id
+    ]
+    failed = [r for r in everything if r["last_error"] is not None]
+    assert failed and len(failed) < len(everything)  # the history leaves some NULL: a NULL is below any bound
+    assert store.select(DISPATCHES, above={"last_error": ""}) == failed
+    assert store.select(DISPATCHES, above={"position": by_position[-1]["position"]}) == []
+
+    for above in ({"detail": 1}, {"terminal": False}, {"position": None}, {"nope": 1}):
+        with pytest.raises(ValueError):
+            store.select(DISPATCHES, above=above)
+    for limit in (-1, "3", True):
+        with pytest.raises(ValueError, match="limit must be a non-negative integer"):
+            store.select(DISPATCHES, limit=limit)
+    assert store.select(DISPATCHES, limit=0) == []
