@@ -100,11 +100,18 @@ def ready(store: ViewStore, now: int, limit: int = 100) -> list[DispatchQueueRow
     """Queued dispatches due at ``now`` (available_at <= now) on threads with no claimed
     dispatch (a thread runs one dispatch at a time), in claim order: priority, age, id."""
     busy = {row["thread_id"] for row in store.select(TABLE, {"status": DispatchStatus.CLAIMED.value})}
-    queued = store.select(
-        TABLE, {"status": DispatchStatus.QUEUED.value}, order_by=("priority", "created_at", "dispatch_id")
-    )
-    due = [row for row in queued if row["available_at"] <= now and row["thread_id"] not in busy][:limit]
-    return [DispatchQueueRow.model_validate(row) for row in due]
+    window = limit + len(busy) + 16
+    while True:  # the first ``window`` queued in claim order; a wider one while too many of them are skipped
+        queued = store.select(
+            TABLE,
+            {"status": DispatchStatus.QUEUED.value},
+            order_by=("priority", "created_at", "dispatch_id"),
+            limit=window,
+        )
+        due = [row for row in queued if row["available_at"] <= now and row["thread_id"] not in busy][:limit]
+        if len(due) == limit or len(queued) < window:
+            return [DispatchQueueRow.model_validate(row) for row in due]
+        window *= 4
 
 
 def claimed_by_lease_expiry(store: ViewStore, limit: int = 100) -> list[DispatchQueueRow]:

@@ -303,9 +303,10 @@ def test_select_above_a_bound_pages_by_keyset_the_same_on_every_store_and_refuse
     ViewRunner(store, log_reader(service)).catch_up()
     by_position = store.select(DISPATCHES, order_by=("position",))
     middle = by_position[len(by_position) // 2]["position"]
-    assert store.select(DISPATCHES, order_by=("position",), limit=3, above={"position": middle}) == [
-        r for r in by_position if r["position"] > middle
-    ][:3]
+    assert (
+        store.select(DISPATCHES, order_by=("position",), limit=3, above={"position": middle})
+        == [r for r in by_position if r["position"] > middle][:3]
+    )
     everything = store.select(DISPATCHES)  # in key order
     some_id = everything[len(everything) // 3]["dispatch_id"]
     assert store.select(DISPATCHES, above={"dispatch_id": some_id}) == [

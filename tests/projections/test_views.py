@@ -174,6 +174,22 @@ def test_dispatch_queue_rows_equal_the_dispatch_records_and_answer_ready_like_th
     assert "d-c" in [r.dispatch_id for r in dispatch_queue.ready(store, clock.now + 10_000)]
 
 
+def test_ready_dispatches_read_past_a_long_run_of_skipped_queued_rows_and_agree_with_the_service(memory_service, clock):
+    """``ready`` reads a window of queued rows in claim order and widens it while the rows it skips (on
+    busy threads, or not due) leave it short: 40 dispatches on a busy thread come first here."""
+    service = memory_service
+    service.submit("busy", "busy-0", priority=0)
+    assert service.claim("busy", consumer_id="w", lease_ms=60_000) is not None
+    for i in range(1, 41):
+        service.submit("busy", f"busy-{i}", priority=0)
+    service.submit("free", "free-0", priority=200, dispatch_id="d-free")
+    store = project(dispatch_queue.VIEW, log_of(service))
+    assert [r.dispatch_id for r in dispatch_queue.ready(store, clock.now, limit=1)] == ["d-free"]
+    assert [r.dispatch_id for r in dispatch_queue.ready(store, clock.now)] == list(
+        service.ready_dispatch_ids(now=clock.now)
+    )
+
+
 def test_dispatch_queue_lists_claims_by_lease_expiry_and_dead_letters_with_their_errors(memory_service, clock):
     dispatch_story(memory_service, clock)
     store = project(dispatch_queue.VIEW, log_of(memory_service))
