@@ -164,7 +164,4 @@ def get(store: ViewStore, run_id: str) -> RunStatusRow | None:
 
 def counts_by_status(store: ViewStore) -> dict[str, int]:
     """How many runs are in each status (every status present, zero when none)."""
-    counts = {status.value: 0 for status in RunStatus}
-    for row in store.select(TABLE):
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return counts
+    return {status.value: store.count(TABLE, {"status": status.value}) for status in RunStatus}

@@ -59,6 +59,8 @@ class ViewStore(Protocol):
         above: dict[str, Any] | None = None,  # column -> exclusive lower bound: a keyset page
     ) -> list[dict[str, Any]]: ...
 
+    def count(self, table: str, where: dict[str, Any] | None = None) -> int: ...  # rows matching, none read
+
     def snapshot(self) -> dict[str, list[dict[str, Any]]]: ...  # every table's rows sorted by key
 
     def begin_rebuild(self) -> ViewStore: ...  # a store on fresh scratch tables, position 0

@@ -70,6 +70,12 @@ class MemoryViewStore:
             found = sort_rows(t, self._scan(t, flt, low), order_by)
         return [copy_row(r) for r in found[:limit]]
 
+    def count(self, table: str, where: dict[str, Any] | None = None) -> int:
+        t = self._table(table)
+        flt = t.normalise_where(where)
+        with self._lock:
+            return sum(1 for r in self._rows[t.name].values() if matches(r, flt))
+
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
             return {name: self.select(name) for name in self._tables}

@@ -179,6 +179,17 @@ class PostgresViewStore:
         with self._transaction() as cur:
             return self._query(cur, t, flt, order_by, limit, low)
 
+    def count(self, table: str, where: dict[str, Any] | None = None) -> int:
+        t = self._table(table)
+        flt = t.normalise_where(where)
+        conds = [SQL("{} IS NULL" if v is None else "{} = %s").format(Identifier(n)) for n, v in flt.items()]
+        sql = SQL("SELECT count(*) FROM {}{}").format(
+            self._ident(self._name(t.name)), SQL(" WHERE ") + SQL(" AND ").join(conds) if conds else SQL("")
+        )
+        with self._transaction() as cur:
+            found = cur.execute(sql, [v for v in flt.values() if v is not None]).fetchone()
+        return int(found[0]) if found else 0
+
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         with self._transaction() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

@@ -158,6 +158,15 @@ class SQLiteViewStore:
         with self._lock:
             return self._query(self._conn, t, flt, order_by, limit, low)
 
+    def count(self, table: str, where: dict[str, Any] | None = None) -> int:
+        t = self._table(table)
+        flt = t.normalise_where(where)
+        conds = [f"{_q(n)} IS NULL" if v is None else f"{_q(n)} = ?" for n, v in flt.items()]
+        params = [_encode(t.column(n), v) for n, v in flt.items() if v is not None]
+        sql = f"SELECT count(*) FROM {_q(self._name(t.name))}" + (" WHERE " + " AND ".join(conds) if conds else "")
+        with self._lock:
+            return int(self._conn.execute(sql, params).fetchone()[0])
+
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         with self._tx("DEFERRED") as c:
             return {name: sort_rows(t, self._query(c, t, {})) for name, t in self._tables.items()}

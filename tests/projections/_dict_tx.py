@@ -52,6 +52,9 @@ class DictTx:
         found = sort_rows(spec, (copy_row(r) for r in self._rows[table].values() if matches(r, wanted, low)), order_by)
         return found if limit is None else found[:limit]
 
+    def count(self, table: str, where: dict[str, Any] | None = None) -> int:
+        return len(self.select(table, where))
+
     def snapshot(self) -> dict[str, list[Row]]:
         return {name: self.select(name) for name in self._tables}
 

@@ -324,3 +324,17 @@ def test_select_above_a_bound_pages_by_keyset_the_same_on_every_store_and_refuse
         with pytest.raises(ValueError, match="limit must be a non-negative integer"):
             store.select(DISPATCHES, limit=limit)
     assert store.select(DISPATCHES, limit=0) == []
+
+
+def test_count_answers_how_many_rows_a_filter_matches_on_every_store_without_reading_them(service, clock, make_store):
+    store = make_store()
+    record_history(service, clock, cycles=6)
+    ViewRunner(store, log_reader(service)).catch_up()
+    everything = store.select(DISPATCHES)
+    assert store.count(DISPATCHES) == len(everything) > 0
+    for status in {r["status"] for r in everything}:
+        assert store.count(DISPATCHES, {"status": status}) == sum(r["status"] == status for r in everything)
+    assert store.count(DISPATCHES, {"last_error": None}) == sum(r["last_error"] is None for r in everything)
+    assert store.count(DISPATCHES, {"status": "no such status"}) == 0
+    with pytest.raises(ValueError, match="cannot filter on json column"):
+        store.count(DISPATCHES, {"detail": {}})
