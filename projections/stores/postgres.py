@@ -31,6 +31,7 @@ SCRATCH = "__rebuild"
 MAX_IDENTIFIER = 63
 _TRACK = "INSERT INTO {} (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING"
 _MOVE = "UPDATE {} SET position = %s WHERE view = %s"
+_NULLS = {False: " NULLS FIRST", True: " NULLS LAST"}
 SMALL = 32  # up to this many rows are upserted with executemany; more go through COPY
 
 
@@ -84,6 +85,20 @@ class PostgresViewStore:
             self._pool.close()
 
     @contextmanager
+    def _statement(self) -> Iterator[Cursor[TupleRow]]:
+        """A cursor for one read statement, on an autocommit connection: one round trip, no BEGIN/COMMIT."""
+        if self._pool.closed:
+            self._pool.open()
+        with self._pool.connection() as conn:
+            typed: Connection[Any] = conn
+            if typed.autocommit:
+                with typed.cursor(row_factory=tuple_row) as cur:
+                    yield cur
+            else:  # a pool handed in by the caller may make transactional connections
+                with typed.transaction(), typed.cursor(row_factory=tuple_row) as cur:
+                    yield cur
+
+    @contextmanager
     def _transaction(self) -> Iterator[Cursor[TupleRow]]:
         if self._pool.closed:  # a pool built with open=False (as the library builds its own) opens on first use
             self._pool.open()
@@ -133,7 +148,7 @@ class PostgresViewStore:
         return int(row[0]) if row else None
 
     def position(self) -> int:
-        with self._transaction() as cur:
+        with self._statement() as cur:
             return self._tracked(cur) or 0
 
     def _query(
@@ -150,8 +165,12 @@ class PostgresViewStore:
         for name, value in (above or {}).items():
             conds.append(SQL("{} > %s").format(Identifier(name)))
             params.append(value)
+        # NULL sorts first (as in the other stores); a NOT NULL column is ordered without saying so, which
+        # lets the planner walk its B-tree (default order) instead of sorting every matching row.
         order = [
-            SQL("{} DESC NULLS LAST" if desc else "{} ASC NULLS FIRST").format(Identifier(n))
+            SQL(("{} DESC" if desc else "{} ASC") + ("" if not t.column(n).nullable else _NULLS[desc])).format(
+                Identifier(n)
+            )
             for n, desc in t.order_columns(order_by)
         ]
         sql = SQL(self._sql[t.name].select) + SQL("{} ORDER BY {}{}").format(
@@ -176,7 +195,7 @@ class PostgresViewStore:
     ) -> list[dict[str, Any]]:
         t = self._table(table)
         flt, low, limit = t.normalise_where(where), t.normalise_above(above), checked_limit(limit)
-        with self._transaction() as cur:
+        with self._statement() as cur:
             return self._query(cur, t, flt, order_by, limit, low)
 
     def count(self, table: str, where: dict[str, Any] | None = None) -> int:
@@ -186,7 +205,7 @@ class PostgresViewStore:
         sql = SQL("SELECT count(*) FROM {}{}").format(
             self._ident(self._name(t.name)), SQL(" WHERE ") + SQL(" AND ").join(conds) if conds else SQL("")
         )
-        with self._transaction() as cur:
+        with self._statement() as cur:
             found = cur.execute(sql, [v for v in flt.values() if v is not None]).fetchone()
         return int(found[0]) if found else 0
 

@@ -338,3 +338,19 @@ def test_count_answers_how_many_rows_a_filter_matches_on_every_store_without_rea
     assert store.count(DISPATCHES, {"status": "no such status"}) == 0
     with pytest.raises(ValueError, match="cannot filter on json column"):
         store.count(DISPATCHES, {"detail": {}})
+
+
+@pytest.mark.postgres
+def test_a_store_on_a_pool_of_transactional_connections_reads_what_it_wrote(pg_service, postgres_env, clock):
+    """Reads go out as one statement on autocommit connections; on a caller's pool without autocommit
+    (one connection here) they run in a transaction of their own."""
+    from psycopg_pool import ConnectionPool
+
+    url, schema = postgres_env["MAILBOX_DATABASE_URL"], postgres_env["POSTGRES_SCHEMA"]
+    end = record_history(pg_service, clock, cycles=2)
+    with ConnectionPool(url, min_size=1, max_size=1, open=True) as pool:
+        store = PostgresViewStore(ToyView(), pool, schema=schema, prefix="tx")
+        ViewRunner(store, log_reader(pg_service)).catch_up()
+        assert store.position() == end
+        assert store.select(DISPATCHES) == replayed(pg_service)[DISPATCHES]
+        assert store.count(DISPATCHES) == len(replayed(pg_service)[DISPATCHES])
