@@ -264,23 +264,24 @@ class PostgresViewStore:
             cur.executemany(sql.upsert, [sql.encode(t, row) for row in few])
         merge = by_state[True] if len(by_state[True]) > SMALL else []
         if len(by_state[False]) > SMALL:  # a plain insert cannot collide
-            self._copy(cur, sql.copy, [sql.encode(t, row) for row in by_state[False]])
+            self._copy(cur, sql.copy, t, by_state[False])
         if len(by_state[None]) > SMALL:  # most likely new (handlers read what they update): try a plain insert
             try:
                 with cur.connection.transaction():
-                    self._copy(cur, sql.copy, [sql.encode(t, row) for row in by_state[None]])
+                    self._copy(cur, sql.copy, t, by_state[None])
             except UniqueViolation:
                 merge = merge + by_state[None]
         if merge:
             cur.execute(sql.stage)
-            self._copy(cur, sql.copy_stage, [sql.encode(t, row) for row in merge])
+            self._copy(cur, sql.copy_stage, t, merge)
             cur.execute(sql.merge)
 
-    @staticmethod
-    def _copy(cur: Cursor[TupleRow], statement: str, rows: list[list[Any]]) -> None:
+    def _copy(self, cur: Cursor[TupleRow], statement: str, t: Table, rows: list[Row]) -> None:
+        """Each row encoded as it is written: the server works on the rows already sent meanwhile."""
+        encode = self._sql[t.name].encode
         with cur.copy(statement) as copy:
             for row in rows:
-                copy.write_row(row)
+                copy.write_row(encode(t, row))
 
     # ------------------------------------------------------------------ rebuild
 
