@@ -17,22 +17,27 @@ from typing import Any
 
 from psycopg import Connection, Cursor
 from psycopg.conninfo import make_conninfo
-from psycopg.errors import UniqueViolation
 from psycopg.rows import TupleRow, tuple_row
-from psycopg.sql import SQL, Composable, Identifier, Literal
+from psycopg.sql import SQL, Composable, Identifier
 from psycopg_pool import ConnectionPool
 
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.schema import Key, Row, Table, checked_limit, sort_rows
-from run_mailbox.projections.stores.postgres_sql import TYPES, Statements, array_literal, idents
+from run_mailbox.projections.stores.postgres_sql import (
+    TYPES,
+    Statements,
+    array_literal,
+    idents,
+    order_clause,
+    where_clause,
+)
+from run_mailbox.projections.stores.postgres_write import write_rows
 from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
 
 SCRATCH = "__rebuild"
 MAX_IDENTIFIER = 63
 _TRACK = "INSERT INTO {} (view, position) VALUES (%s, 0) ON CONFLICT (view) DO NOTHING"
 _MOVE = "UPDATE {} SET position = %s WHERE view = %s"
-_NULLS = {False: " NULLS FIRST", True: " NULLS LAST"}
-SMALL = 32  # up to this many rows are upserted with executemany; more go through COPY
 
 
 class PostgresViewStore:
@@ -160,24 +165,8 @@ class PostgresViewStore:
         limit: int | None = None,
         above: Row | None = None,
     ) -> list[Row]:
-        conds = [SQL("{} IS NULL" if v is None else "{} = %s").format(Identifier(n)) for n, v in where.items()]
-        params: list[Any] = [v for v in where.values() if v is not None]
-        for name, value in (above or {}).items():
-            conds.append(SQL("{} > %s").format(Identifier(name)))
-            params.append(value)
-        # NULL sorts first (as in the other stores); a NOT NULL column is ordered without saying so, which
-        # lets the planner walk its B-tree (default order) instead of sorting every matching row.
-        order = [
-            SQL(("{} DESC" if desc else "{} ASC") + ("" if not t.column(n).nullable else _NULLS[desc])).format(
-                Identifier(n)
-            )
-            for n, desc in t.order_columns(order_by)
-        ]
-        sql = SQL(self._sql[t.name].select) + SQL("{} ORDER BY {}{}").format(
-            SQL(" WHERE ") + SQL(" AND ").join(conds) if conds else SQL(""),
-            SQL(", ").join(order),
-            SQL(" LIMIT {}").format(Literal(int(limit))) if limit is not None else SQL(""),
-        )
+        condition, params = where_clause(where, above)
+        sql = SQL(self._sql[t.name].select) + condition + order_clause(t, order_by, limit)
         return self._rows(t, cur.execute(sql, params))
 
     @staticmethod
@@ -201,12 +190,10 @@ class PostgresViewStore:
     def count(self, table: str, where: dict[str, Any] | None = None) -> int:
         t = self._table(table)
         flt = t.normalise_where(where)
-        conds = [SQL("{} IS NULL" if v is None else "{} = %s").format(Identifier(n)) for n, v in flt.items()]
-        sql = SQL("SELECT count(*) FROM {}{}").format(
-            self._ident(self._name(t.name)), SQL(" WHERE ") + SQL(" AND ").join(conds) if conds else SQL("")
-        )
+        condition, params = where_clause(flt)
+        sql = SQL("SELECT count(*) FROM {}{}").format(self._ident(self._name(t.name)), condition)
         with self._statement() as cur:
-            found = cur.execute(sql, [v for v in flt.values() if v is not None]).fetchone()
+            found = cur.execute(sql, params).fetchone()
         return int(found[0]) if found else 0
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
@@ -230,7 +217,7 @@ class PostgresViewStore:
             for position, event in fresh:
                 self.view.handle(position, event, tx)
             for t in self._tables.values():
-                self._write(cur, t, tx)
+                write_rows(cur, self._sql[t.name], t, tx)
             cur.execute(SQL(_MOVE).format(self._tracking), [fresh[-1][0], self._slot()])
             return len(fresh)
 
@@ -244,44 +231,6 @@ class PostgresViewStore:
             return []
         columns = [array_literal(values) for values in zip(*prefixes, strict=True)]
         return self._rows(t, cur.execute(self._sql[t.name].by_prefix[length], columns))
-
-    def _write(self, cur: Cursor[TupleRow], t: Table, tx: BufferedTx) -> None:
-        upserts, deletes = tx.writes(t.name)
-        sql = self._sql[t.name]
-        if deletes:
-            cur.executemany(sql.delete, deletes)
-        # By what this batch read of the committed rows: True = the key has a row, False = none, None = unread.
-        by_state: dict[bool | None, list[Row]] = {True: [], False: [], None: []}
-        if len(upserts) > SMALL and not tx.read_any(t.name):
-            by_state[None] = upserts
-        elif len(upserts) > SMALL:
-            for row in upserts:
-                by_state[tx.exists(t.name, t.key_of(row))].append(row)
-        else:
-            by_state[True] = upserts
-        few = [row for rows in by_state.values() if len(rows) <= SMALL for row in rows]
-        if few:
-            cur.executemany(sql.upsert, [sql.encode(t, row) for row in few])
-        merge = by_state[True] if len(by_state[True]) > SMALL else []
-        if len(by_state[False]) > SMALL:  # a plain insert cannot collide
-            self._copy(cur, sql.copy, t, by_state[False])
-        if len(by_state[None]) > SMALL:  # most likely new (handlers read what they update): try a plain insert
-            try:
-                with cur.connection.transaction():
-                    self._copy(cur, sql.copy, t, by_state[None])
-            except UniqueViolation:
-                merge = merge + by_state[None]
-        if merge:
-            cur.execute(sql.stage)
-            self._copy(cur, sql.copy_stage, t, merge)
-            cur.execute(sql.merge)
-
-    def _copy(self, cur: Cursor[TupleRow], statement: str, t: Table, rows: list[Row]) -> None:
-        """Each row encoded as it is written: the server works on the rows already sent meanwhile."""
-        encode = self._sql[t.name].encode
-        with cur.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(encode(t, row))
 
     # ------------------------------------------------------------------ rebuild
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg import Cursor
 from psycopg.rows import TupleRow
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composable, Identifier, Literal
 from pydantic_core import to_json
 
 from run_mailbox.projections.schema import Row, Table
@@ -37,6 +37,31 @@ def _element(value: Any) -> str:
 def array_literal(values: Sequence[Any]) -> str:
     """An array literal (psycopg's list adapter inspects every element; this is several times cheaper)."""
     return "{" + ",".join(map(_element, values)) + "}"
+
+
+_NULLS = {False: " NULLS FIRST", True: " NULLS LAST"}
+
+
+def where_clause(where: Row, above: Row | None = None) -> tuple[Composable, list[Any]]:
+    """`` WHERE ...`` for equality filters (None matches NULL) and exclusive lower bounds, and its parameters."""
+    conds = [SQL("{} IS NULL" if v is None else "{} = %s").format(Identifier(n)) for n, v in where.items()]
+    params: list[Any] = [v for v in where.values() if v is not None]
+    for name, value in (above or {}).items():
+        conds.append(SQL("{} > %s").format(Identifier(name)))
+        params.append(value)
+    return (SQL(" WHERE ") + SQL(" AND ").join(conds) if conds else SQL("")), params
+
+
+def order_clause(t: Table, order_by: Sequence[str], limit: int | None) -> Composable:
+    """`` ORDER BY ... [LIMIT n]``. NULL sorts first, as in the other stores; a NOT NULL column is ordered
+    without saying so, which lets the planner walk its B-tree (default order) instead of sorting every row."""
+    order = [
+        SQL(("{} DESC" if desc else "{} ASC") + (_NULLS[desc] if t.column(n).nullable else "")).format(Identifier(n))
+        for n, desc in t.order_columns(order_by)
+    ]
+    return SQL(" ORDER BY {}{}").format(
+        SQL(", ").join(order), SQL(" LIMIT {}").format(Literal(int(limit))) if limit is not None else SQL("")
+    )
 
 
 class Statements:

@@ -30,6 +30,15 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _where(t: Table, where: Row, above: Row | None = None) -> tuple[str, list[Any]]:
+    """`` WHERE ...`` for equality filters (None matches NULL) and exclusive lower bounds, and its parameters."""
+    conds = [f"{_q(n)} IS NULL" if v is None else f"{_q(n)} = ?" for n, v in where.items()]
+    params: list[Any] = [_encode(t.column(n), v) for n, v in where.items() if v is not None]
+    conds += [f"{_q(n)} > ?" for n in (above or {})]
+    params += [_encode(t.column(n), v) for n, v in (above or {}).items()]
+    return (" WHERE " + " AND ".join(conds) if conds else ""), params
+
+
 def _encode(column: Column, value: Any) -> Any:
     if value is None:
         return None
@@ -132,13 +141,8 @@ class SQLiteViewStore:
         above: Row | None = None,
     ) -> list[Row]:
         cols = ", ".join(_q(n) for n in t.column_names)
-        conds = [f"{_q(n)} IS NULL" if v is None else f"{_q(n)} = ?" for n, v in where.items()]
-        params: list[Any] = [_encode(t.column(n), v) for n, v in where.items() if v is not None]
-        conds += [f"{_q(n)} > ?" for n in (above or {})]
-        params += [_encode(t.column(n), v) for n, v in (above or {}).items()]
-        sql = f"SELECT {cols} FROM {_q(self._name(t.name))}"
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
+        condition, params = _where(t, where, above)
+        sql = f"SELECT {cols} FROM {_q(self._name(t.name))}{condition}"
         sql += " ORDER BY " + ", ".join(f"{_q(n)} {'DESC' if d else 'ASC'}" for n, d in t.order_columns(order_by))
         if limit is not None:
             sql += " LIMIT ?"
@@ -160,10 +164,8 @@ class SQLiteViewStore:
 
     def count(self, table: str, where: dict[str, Any] | None = None) -> int:
         t = self._table(table)
-        flt = t.normalise_where(where)
-        conds = [f"{_q(n)} IS NULL" if v is None else f"{_q(n)} = ?" for n, v in flt.items()]
-        params = [_encode(t.column(n), v) for n, v in flt.items() if v is not None]
-        sql = f"SELECT count(*) FROM {_q(self._name(t.name))}" + (" WHERE " + " AND ".join(conds) if conds else "")
+        condition, params = _where(t, t.normalise_where(where))
+        sql = f"SELECT count(*) FROM {_q(self._name(t.name))}{condition}"
         with self._lock:
             return int(self._conn.execute(sql, params).fetchone()[0])
 

@@ -18,7 +18,7 @@ from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.runner import ViewRunner
 from run_mailbox.projections.schema import Column, Table
 from run_mailbox.projections.stores import MemoryViewStore
-from run_mailbox.projections.stores import postgres as postgres_store
+from run_mailbox.projections.stores import postgres_write as postgres_store
 from run_mailbox.projections.stores import sqlite as sqlite_store
 from run_mailbox.projections.view import BufferedTx, ViewTx
 from run_mailbox.projections.views import ALL_VIEWS
