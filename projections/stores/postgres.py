@@ -12,7 +12,7 @@ in one transaction, so a reader sees the old view or the new one, never half of 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from psycopg import Connection, Cursor
@@ -90,27 +90,25 @@ class PostgresViewStore:
             self._pool.close()
 
     @contextmanager
-    def _statement(self) -> Iterator[Cursor[TupleRow]]:
-        """A cursor for one read statement, on an autocommit connection: one round trip, no BEGIN/COMMIT."""
-        if self._pool.closed:
-            self._pool.open()
-        with self._pool.connection() as conn:
-            typed: Connection[Any] = conn
-            if typed.autocommit:
-                with typed.cursor(row_factory=tuple_row) as cur:
-                    yield cur
-            else:  # a pool handed in by the caller may make transactional connections
-                with typed.transaction(), typed.cursor(row_factory=tuple_row) as cur:
-                    yield cur
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Cursor[TupleRow]]:
+    def _cursor(self, *, transaction: bool) -> Iterator[Cursor[TupleRow]]:
+        """A cursor in a transaction of its own, or (``transaction=False``) for one statement on an autocommit
+        connection: one round trip, no BEGIN/COMMIT (a caller's pool without autocommit gets a transaction)."""
         if self._pool.closed:  # a pool built with open=False (as the library builds its own) opens on first use
             self._pool.open()
         with self._pool.connection() as conn:
             typed: Connection[Any] = conn
-            with typed.transaction(), typed.cursor(row_factory=tuple_row) as cur:
-                yield cur
+            if transaction or not typed.autocommit:
+                with typed.transaction(), typed.cursor(row_factory=tuple_row) as cur:
+                    yield cur
+            else:
+                with typed.cursor(row_factory=tuple_row) as cur:
+                    yield cur
+
+    def _statement(self) -> AbstractContextManager[Cursor[TupleRow]]:
+        return self._cursor(transaction=False)
+
+    def _transaction(self) -> AbstractContextManager[Cursor[TupleRow]]:
+        return self._cursor(transaction=True)
 
     # ------------------------------------------------------------------ DDL
 

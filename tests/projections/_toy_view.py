@@ -16,6 +16,7 @@ from typing import Any
 
 from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.model import DomainEvent
+from run_mailbox.infrastructure.views.pages import LogPages
 from run_mailbox.projections.runner import ViewRunner
 from run_mailbox.projections.schema import Column, Table
 from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore, SQLiteViewStore
@@ -156,14 +157,9 @@ def log_end(service: Any) -> int:
     return int(service.recorder.max_notification_id() or 0)
 
 
-def log_reader(service: Any) -> Any:
-    """``read_page(after, limit)`` over the service's log, decoded as the runner's caller would."""
-
-    def read_page(after: int, limit: int) -> list[tuple[int, DomainEvent]]:
-        notifications = service.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
-        return [(n.id, service.mapper.to_domain_event(n)) for n in notifications]
-
-    return read_page
+def log_reader(service: Any) -> LogPages:
+    """``read_page(after, limit)`` over the service's log, decoded: what ``ViewHost`` gives its runners."""
+    return LogPages(service)
 
 
 class StoreFactory:

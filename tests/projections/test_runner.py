@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from run_mailbox.infrastructure.views.pages import LogPages
 from run_mailbox.projections.runner import ViewRunner, rebuild
 from run_mailbox.projections.stores import MemoryViewStore, PostgresViewStore
 from run_mailbox.projections.view import RebuildFailed
@@ -329,28 +330,21 @@ def test_a_runner_blocked_behind_a_swap_in_applies_nothing_the_swapped_in_view_h
     assert live.snapshot() == replayed(pg_service)
 
 
-class SplitReader:
-    """A ``PageReader`` over the service's log that says which thread fetched each page."""
+class SplitReader(LogPages):
+    """The host's ``PageReader`` over the service's log, saying which thread fetched each page."""
 
     def __init__(self, service: Any) -> None:
-        self.read = log_reader(service)
-        self.service = service
+        super().__init__(service)
         self.fetched: list[tuple[int, str]] = []
         self.fetching: dict[int, threading.Event] = {}
         self.fail_after: int | None = None
 
-    def fetch(self, after: int, limit: int) -> list[Any]:
+    def fetch(self, after: int, limit: int) -> Any:
         self.fetched.append((after, threading.current_thread().name))
         self.fetching.setdefault(after, threading.Event()).set()
         if self.fail_after is not None and after >= self.fail_after:
             raise ConnectionError(f"the log went away after {after}")
-        return list(self.service.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False))
-
-    def decode(self, rows: Sequence[Any]) -> list[Any]:
-        return [(n.id, self.service.mapper.to_domain_event(n)) for n in rows]
-
-    def __call__(self, after: int, limit: int) -> list[Any]:
-        return self.decode(self.fetch(after, limit))
+        return super().fetch(after, limit)
 
 
 class WaitsForTheNextFetch(CountingStore):
