@@ -24,6 +24,8 @@ WARM_UP = 5
 TICKETS = [ToolTicket(tool_call_id="c1", tool_name="shell")]
 RESUME = ToolCallResume(decision_id="d1", action="resume", result={"approved": True})
 COMMANDS = ("submit", "claim", "record_start", "ack")
+KNOWN_THREAD = "submit, known thread"
+"""A second run submitted to a thread this service has written: its mailbox is cached, so no read."""
 
 
 @contextmanager
@@ -141,7 +143,8 @@ def approval(workers: int) -> Iterator[Callable[[int], Rate]]:
 @contextmanager
 def command_latency() -> Iterator[Callable[[int], Latencies]]:
     """A fresh service; yields ``round(runs)``: the seconds each of submit, claim, record_start and
-    ack took, over ``runs`` lifecycles one after another (1 worker)."""
+    ack took, over ``runs`` lifecycles one after another (1 worker), and the seconds a second submit to
+    the same thread took (that run is then claimed and acked, untimed)."""
     with fresh_service(1) as service:
         for i in range(WARM_UP):
             round_trip(service, f"warm-up-{i}", f"warm-up-{i}", "warm-up")
@@ -149,7 +152,7 @@ def command_latency() -> Iterator[Callable[[int], Latencies]]:
 
         def one_round(runs: int) -> Latencies:
             r = next(numbers)
-            samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
+            samples: dict[str, list[float]] = {name: [] for name in (*COMMANDS, KNOWN_THREAD)}
             for i in range(runs):
                 thread_id, run_id = f"t{r}-{i}", f"r{r}-{i}"
                 t0 = time.perf_counter()
@@ -162,8 +165,14 @@ def command_latency() -> Iterator[Callable[[int], Latencies]]:
                 t3 = time.perf_counter()
                 service.ack(claimed.dispatch_id, claim_token=claimed.claim_token)
                 t4 = time.perf_counter()
+                service.submit(thread_id, f"{run_id}-next")
+                t5 = time.perf_counter()
                 for name, seconds in zip(COMMANDS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                     samples[name].append(seconds)
+                samples[KNOWN_THREAD].append(t5 - t4)
+                second = service.claim(thread_id, consumer_id="w", lease_ms=LEASE_MS)
+                assert second is not None and second.claim_token is not None
+                service.ack(second.dispatch_id, claim_token=second.claim_token)
             return Latencies(samples)
 
         yield one_round

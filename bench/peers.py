@@ -132,9 +132,9 @@ def raw_rows(transactions: int, lifecycles: int, rounds: int, log: Callable[[str
     floor, mine = alternate(raw.insert_commit(), ours.command_latency(), transactions, rounds, lifecycles)
     raw_ms, raw_rate = floor.median_ms(raw.OPERATION), floor.rate(raw.OPERATION)
     log(f"raw psycopg: {raw_ms:.2f} ms median, {raw_rate:,.0f} tx/s")
-    log("ours: " + ", ".join(f"{name} {mine.median_ms(name):.2f} ms" for name in ours.COMMANDS))
+    log("ours: " + ", ".join(f"{name} {mine.median_ms(name):.2f} ms" for name in (*ours.COMMANDS, ours.KNOWN_THREAD)))
     rows = []
-    for name in ours.COMMANDS:
+    for name in (*ours.COMMANDS, ours.KNOWN_THREAD):
         ms = mine.median_ms(name)
         rows.append(
             Row(
