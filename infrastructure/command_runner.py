@@ -7,9 +7,14 @@ writer (the store refuses an aggregate version or the key) starts a new attempt 
 up to ``max_conflict_retries`` times. A refusal that rests on a read made stale by a concurrent
 writer is retried too, so a caller never sees a refusal the current state would not give.
 
-Under an idempotency key, the key is looked up before every attempt, and again before a refusal
-is raised: once a concurrent duplicate of the command has committed, every other copy returns its
-stored result (instead of, say, "it is acked" for a duplicate ack that read the dispatch after it).
+Under an idempotency key, the first attempt does not look the key up: its write inserts the key's
+row beside its events, so when the key is already recorded the store refuses the whole write (the
+key is the idempotency table's primary key) and the next attempt, like every later one, looks the
+key up first and returns the stored result. An outcome that records no key (a refusal, an error
+raised after a save) looks the key up before it is given: once a duplicate of the command has
+committed, every other copy returns its stored result (instead of, say, "it is acked" for a
+duplicate ack that read the dispatch after it). So a keyed command costs no more round trips than
+an unkeyed one; a re-issued one costs one failed write more.
 
 With an ``AggregateCache``, an attempt takes aggregates from it instead of the store; the commit
 checks the cached ones it only read (``read_versions``), and a failed attempt drops everything it
@@ -110,7 +115,7 @@ class CommandRunner:
         ids = GeneratedIds(self._new_id)
         for attempt in range(self.max_conflict_retries):
             seen.attempts = attempt + 1
-            if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+            if key is not None and attempt > 0 and (found := self._tables.find_idempotency(key)) is not None:
                 seen.replayed = True
                 return _replay(found, command, digest, adapter)
             uow = UnitOfWork(
@@ -138,6 +143,12 @@ class CommandRunner:
             except BaseException:
                 self._forget(uow)
                 raise
+            # This outcome will not record the key, so the store cannot refuse a duplicate: ask it
+            # (later attempts asked before they began).
+            unkeyed_save = attempt == 0 and uow.error_after_save is not None
+            if key is not None and unkeyed_save and (found := self._tables.find_idempotency(key)) is not None:
+                seen.replayed = True
+                return _replay(found, command, digest, adapter)
             if self._commit(uow, command, digest, adapter, result):
                 self._remember(uow)
                 if uow.error_after_save is not None:

@@ -135,7 +135,7 @@ class CommandObserver:
         if seen.error is not None:
             _log_refusal(seen)
             return
-        if seen.attempts > 1 and log.isEnabledFor(logging.INFO):
+        if seen.attempts > 1 and not seen.replayed and log.isEnabledFor(logging.INFO):
             log.info(
                 "%s committed after %d attempts (conflicts with concurrent writers)",
                 seen.command.name,

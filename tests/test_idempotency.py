@@ -164,3 +164,32 @@ def test_a_submit_refused_by_dedupe_records_no_key(service):
     service.cancel("d1")
     retried = service.submit(T, "r2", dedupe_key="dk", idempotency_key="k")
     assert retried.status is DispatchStatus.QUEUED and retried.run_id == "r2"
+
+
+def test_a_retried_start_fenced_since_returns_the_original_and_supersedes_nothing(service):
+    """A retry whose fresh run would save a supersession and refuse (the thread was interrupted after
+    the start) must not record that: the key says the command already happened, so it replays."""
+    token = claimed(service).claim_token
+    first = service.record_start("d1", claim_token=token, idempotency_key="k-start")
+    service.interrupt(T)
+    length = log_length(service)
+    assert service.record_start("d1", claim_token=token, idempotency_key="k-start") == first
+    assert log_length(service) == length
+    assert service.get_dispatch("d1").status is DispatchStatus.CLAIMED
+
+
+def test_a_first_keyed_command_does_not_look_its_key_up(service):
+    """The key's row goes in with the command's events (the store refuses a duplicate), so a keyed
+    command is not a round trip dearer than an unkeyed one; a retry of it still replays."""
+    lookups = []
+    find = service.tables.find_idempotency
+
+    def counting(key):
+        lookups.append(key)
+        return find(key)
+
+    service.tables.find_idempotency = counting
+    first = service.submit(T, "r1", dispatch_id="d1", idempotency_key="k-submit")
+    assert lookups == []
+    assert service.submit(T, "r1", dispatch_id="d1", idempotency_key="k-submit") == first
+    assert lookups == ["k-submit"]

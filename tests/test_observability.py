@@ -81,6 +81,14 @@ def test_conflict_retries_are_logged(caplog):
     assert (retried.attempts, retried.thread_id, retried.outcome) == (3, "thread-1", "ok")
 
 
+def test_a_replayed_keyed_command_is_not_logged_as_committed_after_conflicts(memory_service, caplog):
+    """A re-issued keyed command takes two attempts (the key refuses the first write) but commits nothing."""
+    caplog.set_level(logging.INFO, logger="run_mailbox.commands")
+    memory_service.submit("thread-1", "run-1", idempotency_key="k")
+    memory_service.submit("thread-1", "run-1", idempotency_key="k")
+    assert not records(caplog, "committed after")
+
+
 @pytest.fixture
 def otel() -> Any:
     sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
