@@ -116,8 +116,7 @@ class CommandRunner:
         for attempt in range(self.max_conflict_retries):
             seen.attempts = attempt + 1
             if key is not None and attempt > 0 and (found := self._tables.find_idempotency(key)) is not None:
-                seen.replayed = True
-                return _replay(found, command, digest, adapter)
+                return _replay(found, command, digest, adapter, seen)
             uow = UnitOfWork(
                 self._repository,
                 now=now,
@@ -137,8 +136,7 @@ class CommandRunner:
                 # A concurrent copy of this keyed command may have committed between the key's
                 # lookup and this attempt's reads (the refusal is then its effect): replay it.
                 if key is not None and (found := self._tables.find_idempotency(key)) is not None:
-                    seen.replayed = True
-                    return _replay(found, command, digest, adapter)
+                    return _replay(found, command, digest, adapter, seen)
                 raise
             except BaseException:
                 self._forget(uow)
@@ -147,8 +145,7 @@ class CommandRunner:
             # (later attempts asked before they began).
             unkeyed_save = attempt == 0 and uow.error_after_save is not None
             if key is not None and unkeyed_save and (found := self._tables.find_idempotency(key)) is not None:
-                seen.replayed = True
-                return _replay(found, command, digest, adapter)
+                return _replay(found, command, digest, adapter, seen)
             if self._commit(uow, command, digest, adapter, result):
                 self._remember(uow)
                 if uow.error_after_save is not None:
@@ -198,7 +195,9 @@ class CommandRunner:
         return True
 
 
-def _replay(found: IdempotencyRow, command: Command[R], digest: str, adapter: TypeAdapter[Any]) -> R:
+def _replay(found: IdempotencyRow, command: Command[R], digest: str, adapter: TypeAdapter[Any], seen: Observation) -> R:
+    """The result stored under the command's key (or IdempotencyConflict when another command stored it)."""
+    seen.replayed = True
     if found.command != command.name or found.digest != digest:
         raise IdempotencyConflict(found.key, command.name)
     result: R = adapter.validate_json(found.result)
