@@ -209,8 +209,10 @@ def test_redrive_many_skips_what_was_redriven_and_reports_what_it_refuses(servic
     service.redrive("a2")
     dead(service, "tc", "rc1", "c1", "permanent_failure", dedupe_key="k")
     service.submit("tc", "rc2", dispatch_id="c2", dedupe_key="k")  # holds the key now
-    with pytest.raises(DedupeKeyConflict):
+    with pytest.raises(DedupeKeyConflict) as refused:
         service.redrive("c1")
+    # The refusal names the dead letter's thread and key, and the dispatch that holds it (spec F).
+    assert (refused.value.thread_id, refused.value.dedupe_key, refused.value.holder) == ("tc", "k", "c2")
     result = service.redrive_many()
     assert [r.dead_letter.dispatch_id for r in result.redriven] == ["a1", "b1", "b2", "a3"]
     assert [(r.dispatch_id, r.error) for r in result.refused] == [("c1", "DedupeKeyConflict")]

@@ -34,9 +34,10 @@ def check_subject(command: str, kwargs: dict[str, Any], error: Exception, m: Mod
     elif isinstance(error, e.DuplicateDispatch):
         named("dispatch_id", kwargs["dispatch_id"])
     elif isinstance(error, e.DedupeKeyConflict):
-        named("thread_id", kwargs["thread_id"])
-        named("dedupe_key", kwargs["dedupe_key"])
-        holders = {d.dispatch_id for d in m.open_on(kwargs["thread_id"]) if d.dedupe_key == kwargs["dedupe_key"]}
+        thread, key = _dedupe_subject(command, kwargs, m)
+        named("thread_id", thread)
+        named("dedupe_key", key)
+        holders = {d.dispatch_id for d in m.open_on(thread) if d.dedupe_key == key}
         assert error.holder in holders, f"{command}: the key is held by {holders}, not {error.holder}"
     elif isinstance(error, (e.ClaimTokenMismatch, e.DispatchSuperseded)):
         named("dispatch_id", kwargs["dispatch_id"])
@@ -48,3 +49,13 @@ def check_subject(command: str, kwargs: dict[str, Any], error: Exception, m: Mod
         named("next_seq", m.committed[kwargs["thread_id"]] + 1)
     elif isinstance(error, e.ResumeFailed):
         named("run_id", kwargs["run_id"])
+
+
+def _dedupe_subject(command: str, kwargs: dict[str, Any], m: Model) -> tuple[str, str]:
+    """The thread and dedupe key a refused command wanted: a submit names them, a redrive takes its
+    dead letter's."""
+    if command == "redrive":
+        dead = m.dispatches[kwargs["dispatch_id"]]
+        assert dead.dedupe_key is not None, f"redrive: {dead} has no dedupe key to conflict on"
+        return dead.thread_id, dead.dedupe_key
+    return kwargs["thread_id"], kwargs["dedupe_key"]
