@@ -21,7 +21,7 @@ from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog, ThreadMessage, message_aggregate_id, thread_log_id
 from run_mailbox.infrastructure.aggregate_cache import AggregateCache
-from run_mailbox.infrastructure.persistence.rows import MailboxTables
+from run_mailbox.infrastructure.persistence.rows import MailboxTables, ReadyThread
 
 A = TypeVar("A")
 
@@ -87,19 +87,28 @@ class UnitOfWork:
     def preload(self, aggregate_ids: list[UUID], kind: type[Any]) -> None:
         """Reads the aggregates of ``kind`` this unit has not read yet, from the cache, else from the
         store: in one query where the store can (Postgres), one by one elsewhere."""
-        wanted = [i for i in dict.fromkeys(aggregate_ids) if i not in self._aggregates and i not in self._missing]
-        if self._cache is not None:
-            for aggregate_id in wanted:
-                if (cached := self._cache.get(aggregate_id)) is not None:
-                    self._from_cache.add(aggregate_id)
-                    self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
-                    self._loaded_versions[aggregate_id] = cached.version
-            wanted = [i for i in wanted if i not in self._aggregates]
-        if not wanted:
+        self.preload_kinds([(aggregate_ids, kind)])
+
+    def preload_kinds(self, groups: list[tuple[list[UUID], type[Any]]]) -> None:
+        """``preload`` for aggregates of several kinds at once: one query for them all (Postgres)."""
+        wanted_groups = []
+        for aggregate_ids, kind in groups:
+            wanted = [i for i in dict.fromkeys(aggregate_ids) if i not in self._aggregates and i not in self._missing]
+            if self._cache is not None:
+                for aggregate_id in wanted:
+                    if (cached := self._cache.get(aggregate_id)) is not None:
+                        self._from_cache.add(aggregate_id)
+                        self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
+                        self._loaded_versions[aggregate_id] = cached.version
+                wanted = [i for i in wanted if i not in self._aggregates]
+            if wanted:
+                wanted_groups.append((wanted, kind))
+        if not wanted_groups:
             return
-        # Dispatches and messages are never snapshotted: skip the snapshot table's lookup.
-        snapshotted = kind not in (Dispatch, ThreadMessage)
         if self._read_many is not None:
+            wanted = list(dict.fromkeys(i for ids, _ in wanted_groups for i in ids))
+            # Dispatches and messages are never snapshotted: skip the snapshot table's lookup for them.
+            snapshotted = any(kind not in (Dispatch, ThreadMessage) for _, kind in wanted_groups)
             stored = self._read_many(wanted, snapshots=snapshotted)
             for aggregate_id in wanted:
                 aggregate = None
@@ -109,12 +118,13 @@ class UnitOfWork:
                     aggregate = self._mapper.to_domain_event(stored_event).mutate(aggregate)
                 self._loaded(aggregate_id, aggregate)
             return
-        repository = self._repository if snapshotted else self._unsnapshotted
-        for aggregate_id in wanted:
-            try:
-                self._loaded(aggregate_id, repository.get(aggregate_id))
-            except AggregateNotFoundError:
-                self._loaded(aggregate_id, None)
+        for wanted, kind in wanted_groups:
+            repository = self._repository if kind not in (Dispatch, ThreadMessage) else self._unsnapshotted
+            for aggregate_id in wanted:
+                try:
+                    self._loaded(aggregate_id, repository.get(aggregate_id))
+                except AggregateNotFoundError:
+                    self._loaded(aggregate_id, None)
 
     def _loaded(self, aggregate_id: UUID, aggregate: Any) -> None:
         if aggregate is None:
@@ -136,6 +146,30 @@ class UnitOfWork:
 
     def preload_runs(self, run_ids: list[str]) -> None:
         self.preload([run_aggregate_id(r) for r in run_ids], Run)
+
+    def preload_candidates(self, threads: list[ReadyThread], runs: bool) -> None:
+        """A claim's candidates in one read: their mailboxes, their head dispatches and (``runs``) the
+        heads' runs. Forget what the claim does not take with ``unread_spares``."""
+        groups: list[tuple[list[UUID], type[Any]]] = [
+            ([mailbox_aggregate_id(t.thread_id) for t in threads], ThreadMailbox),
+            ([dispatch_aggregate_id(t.dispatch_id) for t in threads], Dispatch),
+        ]
+        if runs:
+            groups.append(([run_aggregate_id(t.run_id) for t in threads if t.run_id is not None], Run))
+        self.preload_kinds(groups)
+
+    def unread_spares(self, threads: list[ReadyThread], taken: set[str]) -> None:
+        """Forgets the head dispatches (and their runs) ``preload_candidates`` read that the claim did not
+        take, so that its commit does not depend on them."""
+        for thread in threads:
+            if thread.dispatch_id in taken:
+                continue
+            ids = [dispatch_aggregate_id(thread.dispatch_id)]
+            if thread.run_id is not None:
+                ids.append(run_aggregate_id(thread.run_id))
+            for aggregate_id in ids:
+                if (aggregate := self._aggregates.get(aggregate_id)) is not None:
+                    self.unread(aggregate)
 
     def find_dispatch(self, dispatch_id: str) -> Dispatch | None:
         return self._find(dispatch_aggregate_id(dispatch_id), Dispatch)

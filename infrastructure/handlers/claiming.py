@@ -62,8 +62,9 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
     best."""
     blocks = 1 if uow.attempt == 0 else min(2 * uow.attempt + 2, 16)
     window = cmd.limit * blocks + SPARE_CANDIDATES
-    candidates = list(dict.fromkeys(uow.tables.ready_threads(uow.now, window)))
-    uow.preload_mailboxes(candidates)
+    threads = uow.tables.ready_threads(uow.now, window, runs=cmd.start)
+    candidates = list(dict.fromkeys(t.thread_id for t in threads))
+    uow.preload_candidates(threads, runs=cmd.start)  # one read, whatever is not in the cache
     picks: list[tuple[tuple[int, int, str], ThreadMailbox, str]] = []
     for thread_id in candidates:
         mailbox = uow.find_mailbox(thread_id)
@@ -80,9 +81,11 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
     uow.preload_dispatches([best for _, _, best in taken])
     if cmd.start:
         uow.preload_runs([uow.dispatch(best).record.run_id for _, _, best in taken])
-    return [
+    granted = [
         grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start) for _, mailbox, best in taken
     ]
+    uow.unread_spares(threads, {best for _, _, best in taken})
+    return granted
 
 
 def extend_lease(cmd: ExtendLease, uow: UnitOfWork) -> bool:

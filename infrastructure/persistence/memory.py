@@ -19,6 +19,7 @@ from run_mailbox.infrastructure.persistence.rows import (
     DeadLetterPage,
     DispatchIndexRow,
     IdempotencyRow,
+    ReadyThread,
     sorted_index_rows,
 )
 
@@ -81,10 +82,14 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
         ready = [r for r in rows if r.status == "queued" and r.available_at <= now and r.thread_id not in busy]
         return sorted(ready, key=_queue_order)[:limit]
 
-    def ready_threads(self, now: int, limit: int) -> list[str]:
+    def ready_threads(self, now: int, limit: int, *, runs: bool = False) -> list[ReadyThread]:
         with self._database_lock:
             heads = list(self._heads.values())
-        return candidates(heads, now, limit)
+            index = self._index if runs else {}
+            return [
+                ReadyThread(h.thread_id, h.dispatch_id, row.run_id if (row := index.get(h.dispatch_id)) else None)
+                for h in candidates(heads, now, limit)
+            ]
 
     def ready_heads(self) -> list[ReadyHeadRow]:
         with self._database_lock:

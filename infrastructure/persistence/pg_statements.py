@@ -40,12 +40,23 @@ class Statements:
             "dispatch_id = EXCLUDED.dispatch_id, priority = EXCLUDED.priority, created_at = EXCLUDED.created_at, "
             "available_at = EXCLUDED.available_at, next_available_at = EXCLUDED.next_available_at"
         ).format(self.heads_table)
-        self.ready_threads = SQL(
-            "(SELECT thread_id FROM {heads} WHERE available_at <= %(now)s "
+        # The candidates and their head dispatches, and (``ready_threads_runs``) those dispatches' runs
+        # through the index's key: a cold claim reads the aggregates it will most likely act on in one query.
+        candidates = (
+            "FROM ((SELECT thread_id, dispatch_id FROM {heads} WHERE available_at <= %(now)s "
             "ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s) UNION ALL "
-            "(SELECT thread_id FROM {heads} WHERE next_available_at < available_at AND next_available_at <= %(now)s "
-            "AND available_at > %(now)s ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s)"
-        ).format(heads=self.heads_table)
+            "(SELECT thread_id, dispatch_id FROM {heads} WHERE next_available_at < available_at "
+            "AND next_available_at <= %(now)s AND available_at > %(now)s "
+            "ORDER BY priority, created_at, dispatch_id LIMIT %(limit)s)) c"
+        )
+        self.ready_threads = SQL("SELECT c.thread_id, c.dispatch_id, NULL AS run_id " + candidates).format(
+            heads=self.heads_table
+        )
+        self.ready_threads_runs = SQL(
+            "SELECT c.thread_id, c.dispatch_id, i.run_id "
+            + candidates
+            + " LEFT JOIN {idx} i ON i.dispatch_id = c.dispatch_id"
+        ).format(heads=self.heads_table, idx=self.index_table)
         snapshots = q(f"{prefix}_snapshots")
         self.read_aggregates = SQL(
             "WITH s AS (SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
@@ -63,5 +74,6 @@ class Statements:
         ).format(events)
         # The statements every command runs, rendered once: psycopg caches the parsing of a query
         # string, but composes a Composed object again on every call.
-        for name in ("write", "read_aggregates", "current_versions", "find_idempotency", "ready_threads"):
+        hot = ("write", "read_aggregates", "current_versions", "find_idempotency")
+        for name in (*hot, "ready_threads", "ready_threads_runs"):
             setattr(self, name, getattr(self, name).as_string(None))

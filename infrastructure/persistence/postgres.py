@@ -50,6 +50,7 @@ from run_mailbox.infrastructure.persistence.rows import (
     DeadLetterPage,
     DispatchIndexRow,
     IdempotencyRow,
+    ReadyThread,
     sorted_index_rows,
 )
 
@@ -255,9 +256,11 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             "ORDER BY priority, created_at, dispatch_id LIMIT %s",
         )
 
-    def ready_threads(self, now: int, limit: int) -> list[str]:
+    def ready_threads(self, now: int, limit: int, *, runs: bool = False) -> list[ReadyThread]:
         """Threads a claim at ``now`` looks at: the best due heads, then threads due behind their head."""
-        return [row["thread_id"] for row in self._select(self.sql.ready_threads, {"now": now, "limit": limit})]
+        statement = self.sql.ready_threads_runs if runs else self.sql.ready_threads
+        rows = self._select(statement, {"now": now, "limit": limit})
+        return [ReadyThread(row["thread_id"], row["dispatch_id"], row["run_id"]) for row in rows]
 
     def ready_heads(self) -> list[ReadyHeadRow]:
         rows = self._select(

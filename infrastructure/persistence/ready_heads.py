@@ -77,7 +77,7 @@ def heads_of_index(rows: Iterable[DispatchIndexRow]) -> list[ReadyHeadRow]:
     return heads
 
 
-def candidates(heads: Iterable[ReadyHeadRow], now: int, limit: int) -> list[str]:
+def candidates(heads: Iterable[ReadyHeadRow], now: int, limit: int) -> list[ReadyHeadRow]:
     """The threads a claim at ``now`` should look at (in memory; the SQL recorders run the same
     two index walks): the best ``limit`` heads that are due, then threads whose head is not due
     but that have a due dispatch."""
@@ -87,4 +87,4 @@ def candidates(heads: Iterable[ReadyHeadRow], now: int, limit: int) -> list[str]
         (r for r in rows if r.available_at > now and r.next_available_at <= now),
         key=lambda r: (r.priority, r.created_at, r.dispatch_id),
     )
-    return [r.thread_id for r in due[:limit]] + [r.thread_id for r in behind[:limit]]
+    return due[:limit] + behind[:limit]

@@ -114,6 +114,16 @@ class DeadLetterPage:
         return sorted(found, key=lambda row: (row.updated_at, row.dispatch_id))[: self.limit]
 
 
+@dataclass(frozen=True)
+class ReadyThread:
+    """A thread a claim looks at, with its head dispatch and, when asked for, that dispatch's run (else
+    None): a cold claim reads the three aggregates in one query, before it knows what it takes."""
+
+    thread_id: str
+    dispatch_id: str
+    run_id: str | None
+
+
 class MailboxTables(Protocol):
     """What the service needs from a recorder beyond the library's interface."""
 
@@ -121,7 +131,7 @@ class MailboxTables(Protocol):
 
     def ready_dispatches(self, now: int, limit: int) -> list[DispatchIndexRow]: ...
 
-    def ready_threads(self, now: int, limit: int) -> list[str]: ...
+    def ready_threads(self, now: int, limit: int, *, runs: bool = False) -> list[ReadyThread]: ...
 
     def ready_heads(self) -> list[Any]: ...
 

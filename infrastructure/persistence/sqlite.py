@@ -16,6 +16,7 @@ from run_mailbox.infrastructure.persistence.rows import (
     DeadLetterPage,
     DispatchIndexRow,
     IdempotencyRow,
+    ReadyThread,
     sorted_index_rows,
 )
 
@@ -131,16 +132,19 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
             "ORDER BY priority, created_at, dispatch_id LIMIT ?",
         )
 
-    def ready_threads(self, now: int, limit: int) -> list[str]:
+    def ready_threads(self, now: int, limit: int, *, runs: bool = False) -> list[ReadyThread]:
         """Threads a claim at ``now`` looks at: the best due heads, then threads due behind their head."""
+        run = f"(SELECT run_id FROM {IDX} i WHERE i.dispatch_id = c.dispatch_id)" if runs else "NULL"
         rows = self._select(
-            f"SELECT thread_id FROM (SELECT thread_id FROM {HEADS} WHERE available_at <= ? "
+            f"SELECT c.thread_id, c.dispatch_id, {run} FROM ("
+            f"SELECT thread_id, dispatch_id FROM (SELECT thread_id, dispatch_id FROM {HEADS} WHERE available_at <= ? "
             "ORDER BY priority, created_at, dispatch_id LIMIT ?) UNION ALL "
-            f"SELECT thread_id FROM (SELECT thread_id FROM {HEADS} WHERE next_available_at < available_at "
-            "AND next_available_at <= ? AND available_at > ? ORDER BY priority, created_at, dispatch_id LIMIT ?)",
+            f"SELECT thread_id, dispatch_id FROM (SELECT thread_id, dispatch_id FROM {HEADS} "
+            "WHERE next_available_at < available_at AND next_available_at <= ? AND available_at > ? "
+            "ORDER BY priority, created_at, dispatch_id LIMIT ?)) c",
             [now, limit, now, now, limit],
         )
-        return [row[0] for row in rows]
+        return [ReadyThread(row[0], row[1], row[2]) for row in rows]
 
     def ready_heads(self) -> list[ReadyHeadRow]:
         rows = self._select(f"SELECT {HEAD_COLUMNS} FROM {HEADS} ORDER BY thread_id", [])
