@@ -103,6 +103,22 @@ def service(env: dict[str, str], clock: ManualClock) -> Iterator[MailboxService]
     app.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def pair(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> Iterator[tuple[MailboxService, MailboxService]]:
+    """Two services on one store (a SQLite file or a Postgres schema), each with its own cache, as two
+    processes would be."""
+    if request.param == "sqlite":
+        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "shared.db")}
+    else:
+        env = request.getfixturevalue("postgres_env")
+    a, b = MailboxService(env=env, clock=clock), MailboxService(env=env, clock=clock)
+    yield a, b
+    a.close()
+    b.close()
+
+
 @pytest.fixture
 def pg_service(postgres_env: dict[str, str], clock: ManualClock) -> Iterator[MailboxService]:
     """A service on real Postgres only (concurrency tests)."""

@@ -4,25 +4,9 @@ and one that writes nothing checks its cached reads before answering."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from run_mailbox import DispatchStatus, DispatchSuperseded, MailboxService, RunStatus, TerminationReason
-from tests.conftest import ManualClock
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def pair(request, tmp_path, clock: ManualClock) -> Iterator[tuple[MailboxService, MailboxService]]:
-    """Two services on one store (a SQLite file or a Postgres schema), as two processes would be."""
-    if request.param == "sqlite":
-        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "shared.db")}
-    else:
-        env = request.getfixturevalue("postgres_env")
-    a, b = MailboxService(env=env, clock=clock), MailboxService(env=env, clock=clock)
-    yield a, b
-    a.close()
-    b.close()
+from run_mailbox import DispatchStatus, DispatchSuperseded, RunStatus, TerminationReason
 
 
 def test_an_owner_whose_cache_missed_an_interrupt_is_still_fenced(pair):

@@ -3,26 +3,11 @@ runs come in one read, and what the claim reads but does not take cannot make it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from run_mailbox import DispatchStatus, MailboxService, RunStatus
-from tests.conftest import ManualClock
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def pair(request, tmp_path, clock: ManualClock) -> Iterator[tuple[MailboxService, MailboxService]]:
-    """Two services on one store (a SQLite file or a Postgres schema), as two processes would be."""
-    if request.param == "sqlite":
-        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "shared.db")}
-    else:
-        env = request.getfixturevalue("postgres_env")
-    a, b = MailboxService(env=env, clock=clock), MailboxService(env=env, clock=clock)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _count_reads(service: MailboxService) -> list[int]:
