@@ -149,9 +149,14 @@ class UnitOfWork:
 
     def preload_candidates(self, threads: list[ReadyThread], runs: bool) -> None:
         """A claim's candidates in one read: their mailboxes, their head dispatches and (``runs``) the
-        heads' runs. Forget what the claim does not take with ``unread_spares``."""
+        heads' runs. Forget what the claim does not take with ``unread_spares``. A store that reads one
+        aggregate at a time (SQLite, memory) reads only the mailboxes here: the rest when the claim takes it."""
+        mailboxes = [mailbox_aggregate_id(t.thread_id) for t in threads]
+        if self._read_many is None:
+            self.preload(mailboxes, ThreadMailbox)
+            return
         groups: list[tuple[list[UUID], type[Any]]] = [
-            ([mailbox_aggregate_id(t.thread_id) for t in threads], ThreadMailbox),
+            (mailboxes, ThreadMailbox),
             ([dispatch_aggregate_id(t.dispatch_id) for t in threads], Dispatch),
         ]
         if runs:
