@@ -23,6 +23,7 @@ and the whole of it on Postgres.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 import uuid
@@ -110,7 +111,7 @@ def in_memory() -> Iterator[Callable[[int], Phases]]:
     """run-mailbox's own worker loop (as ``bench.peers`` drives it) on the in-memory recorder: the
     Python alone (domain model, handlers, events and their JSON), no database."""
     service = MailboxService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    rounds = iter(range(1, 1_000_000))
+    rounds = itertools.count(1)
     try:
 
         def one_round(jobs: int) -> Phases:

@@ -24,6 +24,8 @@ from run_mailbox.infrastructure.aggregate_cache import AggregateCache
 from run_mailbox.infrastructure.persistence.rows import MailboxTables, ReadyThread
 
 A = TypeVar("A")
+UNSNAPSHOTTED = (Dispatch, ThreadMessage)
+"""Aggregates never snapshotted: their reads skip the snapshot table."""
 
 
 class GeneratedIds:
@@ -107,8 +109,7 @@ class UnitOfWork:
             return
         if self._read_many is not None:
             wanted = list(dict.fromkeys(i for ids, _ in wanted_groups for i in ids))
-            # Dispatches and messages are never snapshotted: skip the snapshot table's lookup for them.
-            snapshotted = any(kind not in (Dispatch, ThreadMessage) for _, kind in wanted_groups)
+            snapshotted = any(kind not in UNSNAPSHOTTED for _, kind in wanted_groups)
             stored = self._read_many(wanted, snapshots=snapshotted)
             for aggregate_id in wanted:
                 aggregate = None
@@ -119,7 +120,7 @@ class UnitOfWork:
                 self._loaded(aggregate_id, aggregate)
             return
         for wanted, kind in wanted_groups:
-            repository = self._repository if kind not in (Dispatch, ThreadMessage) else self._unsnapshotted
+            repository = self._unsnapshotted if kind in UNSNAPSHOTTED else self._repository
             for aggregate_id in wanted:
                 try:
                     self._loaded(aggregate_id, repository.get(aggregate_id))

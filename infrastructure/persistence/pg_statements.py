@@ -74,6 +74,6 @@ class Statements:
         ).format(events)
         # The statements every command runs, rendered once: psycopg caches the parsing of a query
         # string, but composes a Composed object again on every call.
-        hot = ("write", "read_aggregates", "current_versions", "find_idempotency")
-        for name in (*hot, "ready_threads", "ready_threads_runs"):
+        hot = ("write", "read_aggregates", "current_versions", "find_idempotency", "ready_threads")
+        for name in (*hot, "ready_threads_runs"):
             setattr(self, name, getattr(self, name).as_string(None))
