@@ -8,7 +8,8 @@ Spans: ``mailbox.<command>`` for each command (attributes ``mailbox.thread_id``,
 ``mailbox.attempts`` (transactions tried), ``mailbox.dispatch.attempt_count`` and
 ``mailbox.dispatch.status`` for a dispatch result, ``mailbox.dispatches`` for a list result,
 ``error.type`` for a refusal); ``mailbox.view.batch`` for each batch a view applies
-(``mailbox.view``, ``mailbox.view.events``, ``mailbox.view.applied``, ``mailbox.view.position``).
+(``mailbox.view``, ``mailbox.view.events``, ``mailbox.view.handed``, ``mailbox.view.applied``,
+``mailbox.view.position``).
 
 Metrics (see ``METRICS``): commands and their duration by command and outcome, claims, retries,
 lease expiries and dead letters (with their reason), conflict retries, events applied by each
@@ -18,7 +19,7 @@ behind the log (``mailbox.view.lag``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry import context, metrics, trace
@@ -30,7 +31,7 @@ from run_mailbox.domain.errors import MailboxError
 from run_mailbox.infrastructure import observe
 from run_mailbox.infrastructure.service import MailboxService
 from run_mailbox.infrastructure.views.host import ViewHost
-from run_mailbox.projections.runner import Pair
+from run_mailbox.projections.runner import Page
 
 SCOPE = "run_mailbox"
 
@@ -137,12 +138,16 @@ class BatchObserver:
             "mailbox.view.events_applied", "{event}", METRICS["mailbox.view.events_applied"]
         )
 
-    def __call__(self, view: str, batch: Sequence[Pair], apply: Callable[[], int]) -> int:
-        attributes: dict[str, str | int] = {"mailbox.view": view, "mailbox.view.events": len(batch)}
+    def __call__(self, view: str, page: Page, apply: Callable[[], int]) -> int:
+        attributes: dict[str, str | int] = {
+            "mailbox.view": view,
+            "mailbox.view.events": page.read,
+            "mailbox.view.handed": len(page.pairs),
+            "mailbox.view.position": page.last,
+        }
         with self.tracer.start_as_current_span("mailbox.view.batch", attributes=attributes) as span:
             applied = apply()
             span.set_attribute("mailbox.view.applied", applied)
-            span.set_attribute("mailbox.view.position", max((p for p, _ in batch), default=0))
         self.applied.add(applied, {"mailbox.view": view})
         return applied
 

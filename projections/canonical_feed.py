@@ -6,7 +6,10 @@ event overwrites its row with the same values.
 
 from __future__ import annotations
 
+from run_mailbox.domain.dispatch import Dispatch
 from run_mailbox.domain.model import DomainEvent
+from run_mailbox.domain.run_events import RunEvent
+from run_mailbox.domain.thread_log import ThreadMessage
 from run_mailbox.projections.canonical import CanonicalEvent, render_json
 from run_mailbox.projections.schema import Column, Document, Table
 from run_mailbox.projections.view import ViewStore, ViewTx
@@ -33,6 +36,7 @@ _TABLE = Table(
 class CanonicalFeedView:
     name: str = "canonical_feed"
     tables: tuple[Table, ...] = (_TABLE,)
+    handles: tuple[type[DomainEvent], ...] = (Dispatch.Event, RunEvent, ThreadMessage.MessageCommitted)
 
     def handle(self, position: int, event: DomainEvent, tx: ViewTx) -> None:
         envelope = render_json(event, position)

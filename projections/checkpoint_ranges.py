@@ -164,6 +164,7 @@ def _thread_row(tx: ViewTx, thread_id: str) -> dict[str, Any]:
 class CheckpointRangesView:
     name: str = "checkpoint_ranges"
     tables: tuple[Table, ...] = (_RANGES, _THREADS)
+    handles: tuple[type[DomainEvent], ...] = (ThreadMessage.MessageCommitted, ThreadMessagesCheckpointed)
 
     def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
         """The rows ``handle`` reads: the thread row of every message and checkpoint, and the range

@@ -55,6 +55,7 @@ _TABLE = table_of(
 class DispatchQueueView:
     name: str = "dispatch_queue"
     tables: tuple[Table, ...] = (_TABLE,)
+    handles: tuple[type[DomainEvent], ...] = (Dispatch.Event,)
 
     def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
         """The rows ``handle`` reads: each dispatch's row."""

@@ -73,6 +73,13 @@ def _decided(event: MailboxDecisionReceived | ToolPermissionResolved, status: st
 class PermissionResolutionsView:
     name: str = "permission_resolutions"
     tables: tuple[Table, ...] = (_TABLE,)
+    handles: tuple[type[DomainEvent], ...] = (
+        RunSuspended,
+        MailboxDecisionReceived,
+        ToolPermissionResolved,
+        RunFinished,
+        RunErrored,
+    )
 
     def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
         """The rows ``handle`` reads: requested and decided tickets, and every ticket of a run that ends."""

@@ -95,6 +95,7 @@ def _changes(event: RunEvent, row: dict[str, Any]) -> dict[str, Any] | None:
 class RunStatusView:
     name: str = "run_status"
     tables: tuple[Table, ...] = (_TABLE,)
+    handles: tuple[type[DomainEvent], ...] = (Dispatch.Event, RunEvent)
 
     def prefetch(self, batch: Sequence[tuple[int, DomainEvent]]) -> dict[str, set[tuple[Any, ...]]]:
         """The rows ``handle`` reads: the run's row for every run event and every dispatch event."""

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from run_mailbox.domain.model import DomainEvent
-from run_mailbox.projections.view import RebuildBehind, RebuildFailed, ViewStore
+from run_mailbox.projections.view import RebuildBehind, RebuildFailed, ViewStore, handled_kinds
 
 Pair = tuple[int, DomainEvent]
 ReadPage = Callable[[int, int], Sequence[Pair]]
@@ -29,19 +29,29 @@ ReadPage = Callable[[int, int], Sequence[Pair]]
 class PageReader(Protocol):
     """A ``read_page`` in two steps: ``fetch`` the stored rows after a position (safe to call from
     another thread), then ``decode`` them into pairs. A runner given one fetches the next page
-    while it applies the current one."""
+    while it applies the current one, and decodes only the events its view ``handles``."""
 
     def __call__(self, after: int, limit: int) -> Sequence[Pair]: ...
 
     def fetch(self, after: int, limit: int) -> Sequence[Any]: ...
 
-    def decode(self, rows: Sequence[Any]) -> Sequence[Pair]: ...
+    def decode(self, rows: Sequence[Any], kinds: tuple[type[DomainEvent], ...] | None = None) -> Sequence[Pair]:
+        """The rows' events as pairs; with ``kinds``, only the events of those classes (the rest are not decoded)."""
+        ...
+
+    def last_position(self, rows: Sequence[Any]) -> int: ...  # of the last fetched row (rows are in log order)
+
+
+class Page(NamedTuple):
+    pairs: Sequence[Pair]  # the events the view is handed
+    read: int  # how many log positions the page read, handed over or not
+    last: int  # the last of them (0 for an empty page)
 
 
 Subscribe = Callable[[int], Iterable[Pair]]
-Progress = Callable[[int, int], None]  # (position reached, events applied in the page)
-ApplyObserver = Callable[[str, Sequence[Pair], Callable[[], int]], int]
-"""Wraps each batch a runner applies: ``observer(view name, batch, apply)`` calls ``apply()`` (one
+Progress = Callable[[int, int], None]  # (position reached, log events the page read)
+ApplyObserver = Callable[[str, Page, Callable[[], int]], int]
+"""Wraps each batch a runner applies: ``observer(view name, page, apply)`` calls ``apply()`` (one
 transaction) and returns what it returns; for spans and metrics (``run_mailbox.instrument_views``)."""
 _END = object()
 
@@ -70,14 +80,23 @@ class ViewRunner:
         self.observer = observer
         self.read_ahead = read_ahead
 
-    def _apply(self, batch: Sequence[Pair]) -> int:
+    def _apply(self, page: Page) -> int:
         if self.observer is None:
-            return self.store.apply(batch)
-        return self.observer(self.store.view.name, batch, lambda: self.store.apply(batch))
+            return self.store.apply(page.pairs, page.last)
+        return self.observer(self.store.view.name, page, lambda: self.store.apply(page.pairs, page.last))
+
+    def _read(self, after: int) -> Page:
+        reader = self.read_page
+        if isinstance(reader, PageReader):
+            rows = reader.fetch(after, self.batch_size)
+            return Page(reader.decode(rows, handled_kinds(self.store.view)), len(rows), reader.last_position(rows))
+        pairs = reader(after, self.batch_size)
+        return Page(pairs, len(pairs), max((position for position, _ in pairs), default=0))
 
     def catch_up(self, on_batch: Progress | None = None, until: int | None = None) -> int:
         """Applies every recorded event after the store's position, one transaction per page; returns
-        how many. ``on_batch(position, applied)`` is called after each page.
+        how many. ``on_batch(position, read)`` is called after each page (the events it read, handed
+        to the view or not).
 
         It stops at the first page shorter than ``batch_size``: that page reached the end of the log
         as it was when read (waiting for an empty page instead would never end while a writer
@@ -86,22 +105,22 @@ class ViewRunner:
         applied = 0
         after = self.store.position()
         reader = self.read_page if self.read_ahead and isinstance(self.read_page, PageReader) else None
-        with _fetch_ahead(self.store.view.name, reader) as fetch_ahead:
-            page = self.read_page(after, self.batch_size)
-            while page:
-                last = max(position for position, _ in page)
-                if last <= after:
+        kinds = handled_kinds(self.store.view)
+        with _fetch_ahead(self.store.view.name, reader, kinds) as fetch_ahead:
+            page = self._read(after)
+            while page.read:
+                if page.last <= after:
                     raise RuntimeError(f"read_page({after}, ...) returned no position after {after}")
-                final = len(page) < self.batch_size or (until is not None and last >= until)
-                ahead = None if final else fetch_ahead(last, self.batch_size)
+                final = page.read < self.batch_size or (until is not None and page.last >= until)
+                ahead = None if final else fetch_ahead(page.last, self.batch_size)
                 done = self._apply(page)
                 applied += done
-                after = last
+                after = page.last
                 if on_batch is not None:
-                    on_batch(after, done)
+                    on_batch(after, page.read)
                 if final:
                     break
-                page = self.read_page(after, self.batch_size) if ahead is None else ahead()
+                page = self._read(after) if ahead is None else ahead()
         return applied
 
     def wait_until(self, position: int, timeout: float = 10.0) -> None:
@@ -139,7 +158,7 @@ class ViewRunner:
             while not stop.is_set():
                 batch, ended = _drain(inbox, self.follow_batch_size, self.poll_interval)
                 if batch:
-                    self._apply(batch)
+                    self._apply(Page(batch, len(batch), max(position for position, _ in batch)))
                 if ended:
                     return
         finally:
@@ -149,11 +168,13 @@ class ViewRunner:
                 pump.join(timeout=5.0)
 
 
-Ahead = Callable[[], Sequence[Pair]]
+Ahead = Callable[[], Page]
 
 
 @contextmanager
-def _fetch_ahead(view: str, reader: PageReader | None) -> Iterator[Callable[[int, int], Ahead | None]]:
+def _fetch_ahead(
+    view: str, reader: PageReader | None, kinds: tuple[type[DomainEvent], ...] | None
+) -> Iterator[Callable[[int, int], Ahead | None]]:
     """``fetch_ahead(after, limit)`` starts fetching that page on a thread of its own and returns what
     waits for it and decodes it here; without a ``reader`` it starts nothing (None).
 
@@ -167,7 +188,12 @@ def _fetch_ahead(view: str, reader: PageReader | None) -> Iterator[Callable[[int
 
         def fetch_ahead(after: int, limit: int) -> Ahead:
             future = pool.submit(reader.fetch, after, limit)
-            return lambda: reader.decode(future.result())
+
+            def page() -> Page:
+                rows = future.result()
+                return Page(reader.decode(rows, kinds), len(rows), reader.last_position(rows))
+
+            return page
 
         try:
             yield fetch_ahead

@@ -8,6 +8,11 @@ positions it has already applied, so a re-delivered event changes nothing.
 every touched key to the store at commit; the store writes them all at once. A handler that
 raises leaves the store untouched.
 
+A view may name the event classes its handler reacts to (``handles``): a runner reading the log
+then decodes only the events of those classes and moves the view's position past the others
+(``apply(batch, through=...)``); about a third of the log is the mailboxes' own bookkeeping,
+which most views never look at. A view without ``handles`` is handed every event.
+
 A view may also name, before a batch runs, the rows its handlers will read (``Prefetching``):
 the SQLite and Postgres stores then load them with one query per table and key length and
 ``BufferedTx`` answers those reads (a missing row included) without a query per key. Reads the
@@ -48,7 +53,11 @@ class ViewStore(Protocol):
 
     def position(self) -> int: ...  # last applied log position (0 = none)
 
-    def apply(self, batch: Sequence[tuple[int, DomainEvent]]) -> int: ...  # one transaction; returns how many applied
+    def apply(self, batch: Sequence[tuple[int, DomainEvent]], through: int | None = None) -> int:
+        """Applies the batch's unseen events in one transaction; returns how many. With ``through``
+        (a log position at or after the batch's last), the store's position moves to it even when the
+        batch holds nothing new: the events between were read and are not this view's."""
+        ...
 
     def select(
         self,
@@ -248,6 +257,18 @@ def prefetch(view: View, batch: Sequence[tuple[int, DomainEvent]], tx: BufferedT
         for length, prefixes in sorted(by_length.items()):
             listed = list(prefixes)
             tx.preload(name, length, listed, load_many(t, length, listed))
+
+
+def handled_kinds(view: View) -> tuple[type[DomainEvent], ...] | None:
+    """The event classes ``view`` names in ``handles`` (their subclasses included), or None: every event."""
+    kinds = getattr(view, "handles", None)
+    return None if kinds is None else tuple(kinds)
+
+
+def new_position(batch: Sequence[tuple[int, DomainEvent]], tracked: int, through: int | None) -> int:
+    """Where a store's position goes after applying ``batch`` (its fresh part) and reading up to ``through``."""
+    last = max((position for position, _ in batch), default=tracked)
+    return max(tracked, last, through or 0)
 
 
 def fresh_part(batch: Sequence[tuple[int, DomainEvent]], tracked: int) -> list[tuple[int, DomainEvent]]:

@@ -26,6 +26,8 @@ from run_mailbox import (
     instrument,
     instrument_views,
 )
+from run_mailbox.infrastructure.views.pages import LogPages
+from run_mailbox.projections.views import view_by_name
 
 
 def records(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
@@ -190,9 +192,15 @@ def test_queue_depth_and_view_lag_are_observed_and_each_view_batch_has_a_span(me
     assert set(otel.points("mailbox.view.lag").values()) == {0}
     batches = otel.spans("mailbox.view.batch")
     assert {s.attributes["mailbox.view"] for s in batches} == set(host.stores)
-    assert all(s.attributes["mailbox.view.events"] == memory_service.recorder.max_notification_id() for s in batches)
+    end = memory_service.recorder.max_notification_id()
+    assert all(s.attributes["mailbox.view.events"] == end == s.attributes["mailbox.view.position"] for s in batches)
+    # Each view is handed (and its runner decodes) only the events of the kinds it handles.
+    events = [type(e) for _, e in LogPages(memory_service)(0, end)]
+    handed = {s.attributes["mailbox.view"]: s.attributes["mailbox.view.handed"] for s in batches}
+    assert handed == {n: sum(issubclass(e, view_by_name(n).handles) for e in events) for n in host.stores}
+    assert handed["dispatch_queue"] == 2 and handed["checkpoint_ranges"] == 0  # one dispatch event per submit
     counted = otel.points("mailbox.view.events_applied")
-    assert {dict(k)["mailbox.view"]: v for k, v in counted.items()} == {n: a for n, a in applied.items() if a}
+    assert {dict(k)["mailbox.view"]: v for k, v in counted.items()} == applied
 
 
 def test_an_awaited_command_span_is_a_child_of_the_callers_span(memory_service, otel):

@@ -105,19 +105,19 @@ class ViewHost:
         return DecodedSubscription(self.service.recorder, self.service.mapper, after)
 
     def rebuild(self, name: str, progress: Progress | None = None) -> tuple[int, float]:
-        """Rebuilds one view into fresh tables and swaps them in; returns (events applied, seconds).
+        """Rebuilds one view into fresh tables and swaps them in; returns (log events read, seconds).
         RebuildFailed when live runners kept it from ever catching up (nothing is swapped in)."""
         started = time.perf_counter()
-        applied = 0
+        read = 0
 
-        def on_batch(position: int, done: int) -> None:
-            nonlocal applied
-            applied += done
+        def on_batch(position: int, page: int) -> None:
+            nonlocal read
+            read += page
             if progress is not None:
                 progress(position)
 
         rebuild(self.store(name), self.read_page, self.batch_size, on_batch=on_batch, log_end=self.log_end)
-        return applied, time.perf_counter() - started
+        return read, time.perf_counter() - started
 
     def verify(self) -> tuple[list[ViewDiff], list[str]]:
         """Rebuilds every view into scratch tables and diffs them with the live ones (at the

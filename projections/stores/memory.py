@@ -13,7 +13,7 @@ from typing import Any
 
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.schema import Key, Row, Table, checked_limit, copy_row, matches, sort_rows
-from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, tables_of
+from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, new_position, tables_of
 
 Tables = dict[str, dict[Key, Row]]
 
@@ -33,11 +33,10 @@ class MemoryViewStore:
         with self._lock:
             return self._position
 
-    def apply(self, batch: Sequence[tuple[int, DomainEvent]]) -> int:
+    def apply(self, batch: Sequence[tuple[int, DomainEvent]], through: int | None = None) -> int:
         with self._lock:
             fresh = fresh_part(batch, self._position)
-            if not fresh:
-                return 0
+            reached = new_position(fresh, self._position, through)
             tx = BufferedTx(self._tables, self._load, self._scan)
             for position, event in fresh:
                 self.view.handle(position, event, tx)
@@ -47,7 +46,7 @@ class MemoryViewStore:
                     rows.pop(key, None)
                 for row in upserts:
                     rows[self._tables[name].key_of(row)] = row
-            self._position = fresh[-1][0]
+            self._position = reached
             return len(fresh)
 
     def _load(self, table: Table, key: Key) -> Row | None:

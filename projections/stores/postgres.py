@@ -32,7 +32,16 @@ from run_mailbox.projections.stores.postgres_sql import (
     where_clause,
 )
 from run_mailbox.projections.stores.postgres_write import write_rows
-from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
+from run_mailbox.projections.view import (
+    BufferedTx,
+    RebuildBehind,
+    View,
+    ViewStore,
+    fresh_part,
+    new_position,
+    prefetch,
+    tables_of,
+)
 
 SCRATCH = "__rebuild"
 MAX_IDENTIFIER = 63
@@ -201,13 +210,14 @@ class PostgresViewStore:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, batch: Sequence[tuple[int, DomainEvent]]) -> int:
+    def apply(self, batch: Sequence[tuple[int, DomainEvent]], through: int | None = None) -> int:
         with self._transaction() as cur:
             if (tracked := self._tracked(cur, lock=True)) is None:  # the row was dropped: track from zero again
                 cur.execute(SQL(_TRACK).format(self._tracking), [self._slot()])
                 tracked = self._tracked(cur, lock=True) or 0
             fresh = fresh_part(batch, tracked)
-            if not fresh:
+            reached = new_position(fresh, tracked, through)
+            if reached == tracked:
                 return 0
             cur.execute("SET LOCAL jit = off")  # short queries with guessed (often large) costs: never worth it
             tx = BufferedTx(self._tables, lambda t, k: self._load(cur, t, k), lambda t, w: self._query(cur, t, w))
@@ -216,7 +226,7 @@ class PostgresViewStore:
                 self.view.handle(position, event, tx)
             for t in self._tables.values():
                 write_rows(cur, self._sql[t.name], t, tx)
-            cur.execute(SQL(_MOVE).format(self._tracking), [fresh[-1][0], self._slot()])
+            cur.execute(SQL(_MOVE).format(self._tracking), [reached, self._slot()])
             return len(fresh)
 
     def _load(self, cur: Cursor[TupleRow], t: Table, key: Key) -> Row | None:

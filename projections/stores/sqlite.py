@@ -19,7 +19,16 @@ from typing import Any
 
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.schema import Column, Key, Row, Table, checked_limit, sort_rows
-from run_mailbox.projections.view import BufferedTx, RebuildBehind, View, ViewStore, fresh_part, prefetch, tables_of
+from run_mailbox.projections.view import (
+    BufferedTx,
+    RebuildBehind,
+    View,
+    ViewStore,
+    fresh_part,
+    new_position,
+    prefetch,
+    tables_of,
+)
 
 SCRATCH = "__rebuild"
 MAX_PARAMS = 900  # bound parameters per statement (older SQLite builds allow 999)
@@ -175,10 +184,12 @@ class SQLiteViewStore:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, batch: Sequence[tuple[int, DomainEvent]]) -> int:
+    def apply(self, batch: Sequence[tuple[int, DomainEvent]], through: int | None = None) -> int:
         with self._tx() as c:
-            fresh = fresh_part(batch, self._tracked(c))
-            if not fresh:
+            tracked = self._tracked(c)
+            fresh = fresh_part(batch, tracked)
+            reached = new_position(fresh, tracked, through)
+            if reached == tracked:
                 return 0
             tx = BufferedTx(self._tables, lambda t, k: self._load(c, t, k), lambda t, w: self._query(c, t, w))
             prefetch(self.view, fresh, tx, lambda t, n, keys: self._load_many(c, t, n, keys))
@@ -187,7 +198,7 @@ class SQLiteViewStore:
             for t in self._tables.values():
                 self._write(c, t, *tx.writes(t.name))
             sql = f"INSERT OR REPLACE INTO {self._tracking} (view, position) VALUES (?, ?)"
-            c.execute(sql, (self._slot(), fresh[-1][0]))
+            c.execute(sql, (self._slot(), reached))
             return len(fresh)
 
     def _load(self, c: sqlite3.Connection, t: Table, key: Key) -> Row | None:

@@ -41,9 +41,9 @@ class CountingStore:
     def position(self) -> int:
         return int(self.store.position())
 
-    def apply(self, batch: Sequence[Any]) -> int:
+    def apply(self, batch: Sequence[Any], through: int | None = None) -> int:
         self.batches.append(len(batch))
-        return int(self.store.apply(batch))
+        return int(self.store.apply(batch, through))
 
 
 def eventually(condition: Any, timeout: float = 10.0) -> None:
@@ -355,11 +355,11 @@ class WaitsForTheNextFetch(CountingStore):
         super().__init__(store)
         self.reader, self.end, self.overlapped = reader, end, []
 
-    def apply(self, batch: Sequence[Any]) -> int:
-        last = batch[-1][0]
+    def apply(self, batch: Sequence[Any], through: int | None = None) -> int:
+        last = batch[-1][0] if through is None else through
         if last < self.end:
             self.overlapped.append(self.reader.fetching.setdefault(last, threading.Event()).wait(timeout=5.0))
-        return super().apply(batch)
+        return super().apply(batch, through)
 
 
 def test_a_runner_reading_ahead_fetches_the_next_page_while_it_applies_one_and_builds_the_same_view(

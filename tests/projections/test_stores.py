@@ -69,6 +69,24 @@ def test_a_batch_overlapping_the_tracked_position_applies_only_the_new_part(serv
     assert handled == sum(1 for _, event in events[:60] if hasattr(event, "dispatch"))
 
 
+def test_apply_through_a_later_position_moves_the_store_past_events_it_was_not_handed(service, clock, make_store):
+    """``through``: the events between the batch's last and that position were read and are not the
+    view's; the store's position goes there, once, and an older ``through`` never moves it back."""
+    store = make_store()
+    end = record_history(service, clock, cycles=4)
+    events = log_reader(service)(0, end)
+    assert store.apply(events[:10], through=events[19][0]) == 10
+    assert store.position() == events[19][0]
+    assert store.apply([], through=events[29][0]) == 0
+    assert store.position() == events[29][0]
+    assert store.apply(events[20:30], through=events[29][0]) == 0  # re-delivered: nothing new
+    assert store.apply([], through=events[5][0]) == 0
+    assert store.position() == events[29][0]
+    whole = MemoryViewStore(ToyView())
+    whole.apply(events[:10])
+    assert store.snapshot() == whole.snapshot()
+
+
 def test_a_handler_that_raises_leaves_the_store_as_it_was(service, clock, make_store):
     class FailsAtTwentyFive(ToyView):
         def handle(self, position, event, tx):
@@ -83,6 +101,8 @@ def test_a_handler_that_raises_leaves_the_store_as_it_was(service, clock, make_s
     before = store.snapshot()
     with pytest.raises(RuntimeError, match="handler bug"):
         store.apply(events[10:40])
+    with pytest.raises(RuntimeError, match="handler bug"):
+        store.apply(events[10:40], through=events[49][0])
     assert store.position() == events[9][0]
     assert store.snapshot() == before
 

@@ -55,10 +55,10 @@ def rebuild(
         with Progress(*columns, transient=True, disable=json_output) as progress:
             for name in names:
                 task = progress.add_task(name, total=end)
-                applied, seconds = host.rebuild(name, partial(_advance, progress, task))
-                rate = applied / seconds if seconds > 0 else 0.0
-                summary.add_row(name, str(applied), f"{seconds:.2f}", f"{rate:,.0f}")
-                rebuilt.append({"view": name, "events": applied, "seconds": round(seconds, 3)})
+                read, seconds = host.rebuild(name, partial(_advance, progress, task))
+                rate = read / seconds if seconds > 0 else 0.0
+                summary.add_row(name, str(read), f"{seconds:.2f}", f"{rate:,.0f}")
+                rebuilt.append({"view": name, "events": read, "seconds": round(seconds, 3)})
         if json_output:
             emit({"log_end": end, "rebuilt": rebuilt})
         else:
