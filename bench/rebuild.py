@@ -1,16 +1,17 @@
 """Rebuild throughput of every view against the ceiling of reading and decoding the log.
 
-    /work/venv/bin/python -m bench.rebuild [--events 200000] [--checkpoints 50000,200000]
+    .venv/bin/python -m bench.rebuild [--events 200000] [--checkpoints 50000,200000] [--rounds 3]
 
 Builds a Postgres log of ``--events`` events with the demo's mix (submit, claim, start, ack,
 nack and retry, dead letter, lease expiry and reclaim, suspend and decide, interrupt, message
 checkpoints): the workload runs on an in-memory service with a manual clock, and its stored
 events are copied into a fresh Postgres schema in large batches (the service's own write path
 is measured by bench.lifecycle). Then, for each checkpoint size N, a child process takes each
-view in turn: it reads the first N events twice, decoding every one and then only the kinds the
-view handles (its two ceilings, measured again for every view because the machine's speed drifts;
-the runner decodes only those kinds), and rebuilds the view from them into scratch tables with the
-runner a rebuild uses, printing log events/s, the ratio to each ceiling and the child's peak RSS.
+view in turn, ``--rounds`` times: it reads the first N events twice, decoding every one and then
+only the kinds the view handles (its two ceilings, measured again before every rebuild because the
+machine's speed drifts; the runner decodes only those kinds), and rebuilds the view from them into
+scratch tables with the runner a rebuild uses. It prints the median log events/s, the median ratio
+to each ceiling and the child's peak RSS.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from bench._common import ensure_bench_database, fresh_store
 from run_mailbox.domain.errors import MailboxError
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.infrastructure.service import MailboxService
-from run_mailbox.infrastructure.views.host import ViewHost
+from run_mailbox.infrastructure.views.host import REBUILD_PAGE, ViewHost
 from run_mailbox.projections.runner import ViewRunner
-from run_mailbox.projections.view import handled_kinds
+from run_mailbox.projections.view import ViewStore, handled_kinds
 
-PAGE = 1_000
+PAGE = REBUILD_PAGE  # the rebuild's page, and the ceilings' (a read of the log in pages of the same size)
 
 
 class _Clock:
@@ -116,30 +117,39 @@ def build_log(env: dict[str, str], events: int, console: Console) -> int:
     return copied
 
 
-def measure(env: dict[str, str], upto: int) -> dict[str, Any]:
-    """In a child process: each view's rebuild up to ``upto``, each right after reading and decoding the
-    same events (its ceilings: the machine's speed drifts, so each view is compared with its own)."""
+def measure(env: dict[str, str], upto: int, rounds: int) -> dict[str, Any]:
+    """In a child process: each view's rebuild up to ``upto``, ``rounds`` times, each right after reading
+    the same events twice, decoding all of them and then only the view's kinds (its ceilings: the
+    machine's speed drifts, so each rebuild is compared with the ceilings measured just before it)."""
     service = MailboxService(env=env)
     host = ViewHost(service, batch_size=PAGE)
-    ceilings, kind_ceilings, views = {}, {}, {}
+    ceilings, views, shares = {}, {}, {}
     for name, store in host.stores.items():
-        ceilings[name] = _read_and_decode(host, upto)
-        kind_ceilings[name] = _read_and_decode(host, upto, handled_kinds(store.view))
-        scratch = store.begin_rebuild()
-        started = time.perf_counter()  # the runner a rebuild uses (pages of PAGE: it stops at ``upto``)
-        ViewRunner(scratch, host.read_page, PAGE, read_ahead=True).catch_up(until=upto)
-        # Log positions gone through per second (a view is handed, and decodes, only the kinds it handles).
-        views[name] = scratch.position() / (time.perf_counter() - started)
-        scratch.drop()
+        every, kinds, rates = [], [], []
+        for _ in range(rounds):
+            every.append(_read_and_decode(host, upto))
+            kinds.append(_read_and_decode(host, upto, handled_kinds(store.view)))
+            rates.append(_rebuild_rate(store, host, upto))
+        ceilings[name] = statistics.median(every)
+        views[name] = statistics.median(rates)
+        shares[name] = [
+            statistics.median(r / c for r, c in zip(rates, every, strict=True)),
+            statistics.median(r / c for r, c in zip(rates, kinds, strict=True)),
+        ]
     host.close()
     service.close()
-    return {
-        "events": upto,
-        "ceilings": ceilings,
-        "kind_ceilings": kind_ceilings,
-        "views": views,
-        "peak_rss_mb": _peak_rss_mb(),
-    }
+    return {"events": upto, "ceilings": ceilings, "views": views, "shares": shares, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _rebuild_rate(store: ViewStore, host: ViewHost, upto: int) -> float:
+    """Log positions per second rebuilding the view into scratch tables up to ``upto`` with the runner a
+    rebuild uses (pages of PAGE, the next fetched ahead; the view is handed and decodes only its kinds)."""
+    scratch = store.begin_rebuild()
+    started = time.perf_counter()
+    ViewRunner(scratch, host.read_page, PAGE, read_ahead=True).catch_up(until=upto)
+    rate = scratch.position() / (time.perf_counter() - started)
+    scratch.drop()
+    return rate
 
 
 def _read_and_decode(host: ViewHost, upto: int, kinds: tuple[type[DomainEvent], ...] | None = None) -> float:
@@ -166,20 +176,20 @@ def _peak_rss_mb() -> float:
 
 
 def _share(result: dict[str, Any], name: str) -> str:
-    rate = result["views"][name]
-    every, kinds = rate / result["ceilings"][name], rate / result["kind_ceilings"][name]
-    return f"{rate:,.0f} ({every:.0%} / {kinds:.0%})"
+    every, kinds = result["shares"][name]
+    return f"{result['views'][name]:,.0f} ({every:.0%} / {kinds:.0%})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--checkpoints", default="50000,200000", help="log sizes to measure at")
+    parser.add_argument("--rounds", type=int, default=3, help="ceilings and rebuild per view and size (medians)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        env, upto = json.loads(args.child)
-        print(json.dumps(measure(env, upto)))
+        env, upto, rounds = json.loads(args.child)
+        print(json.dumps(measure(env, upto, rounds)))
         return
     console = Console(width=max(110, Console().width))
     sizes = [int(s) for s in args.checkpoints.split(",")]
@@ -188,14 +198,14 @@ def main() -> None:
         total = build_log(env, max(args.events, *sizes), console)
         rows = []
         for size in sizes:
-            child = [sys.executable, "-m", "bench.rebuild", "--child", json.dumps([env, min(size, total)])]
+            child = [sys.executable, "-m", "bench.rebuild", "--child", json.dumps([env, min(size, total), args.rounds])]
             result = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout)
             rows.append(result)
             low, high = min(result["ceilings"].values()), max(result["ceilings"].values())
             console.log(f"{size} events: ceiling {low:,.0f}-{high:,.0f}/s, peak RSS {result['peak_rss_mb']:.0f} MB")
     table = Table(
-        title="rebuild from position 0 on Postgres (log events/s; share of the ceilings just before it: reading and "
-        "decoding every event / only the kinds the view handles)"
+        title=f"rebuild from position 0 on Postgres (log events/s, median of {args.rounds}; median share of the "
+        "ceilings just before each: reading and decoding every event / only the kinds the view handles)"
     )
     table.add_column("view")
     for row in rows:
