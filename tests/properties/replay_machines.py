@@ -31,6 +31,7 @@ from run_mailbox.domain.model import DomainEvent
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog
 from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.infrastructure.views.pages import LogPages
 from run_mailbox.projections import canonical_feed, runner
 from run_mailbox.projections.runner import ViewRunner
 from run_mailbox.projections.schema import copy_row, matches, sort_rows
@@ -56,8 +57,10 @@ def log_reader(service: Any) -> Any:
 
 
 def rebuilt(view: View, service: Any, batch_size: int) -> MemoryViewStore:
+    """The view rebuilt from position 0 through the host's page reader: only the kinds it handles decoded
+    and handed to it, the next page fetched ahead (the incremental views are handed every event)."""
     store = MemoryViewStore(view)
-    ViewRunner(store, log_reader(service), batch_size=batch_size).catch_up()
+    ViewRunner(store, LogPages(service), batch_size=batch_size, read_ahead=True).catch_up()
     return store
 
 
