@@ -22,6 +22,7 @@ from run_mailbox.domain.model import DomainEvent
 from run_mailbox.projections.view import RebuildBehind, RebuildFailed, ViewStore, handled_kinds
 
 Pair = tuple[int, DomainEvent]
+Kinds = tuple[type[DomainEvent], ...]
 ReadPage = Callable[[int, int], Sequence[Pair]]
 
 
@@ -35,7 +36,7 @@ class PageReader(Protocol):
 
     def fetch(self, after: int, limit: int) -> Sequence[Any]: ...
 
-    def decode(self, rows: Sequence[Any], kinds: tuple[type[DomainEvent], ...] | None = None) -> Sequence[Pair]:
+    def decode(self, rows: Sequence[Any], kinds: Kinds | None = None) -> Sequence[Pair]:
         """The rows' events as pairs; with ``kinds``, only the events of those classes (the rest are not decoded)."""
         ...
 
@@ -85,11 +86,10 @@ class ViewRunner:
             return self.store.apply(page.pairs, page.last)
         return self.observer(self.store.view.name, page, lambda: self.store.apply(page.pairs, page.last))
 
-    def _read(self, after: int) -> Page:
+    def _read(self, after: int, kinds: Kinds | None) -> Page:
         reader = self.read_page
         if isinstance(reader, PageReader):
-            rows = reader.fetch(after, self.batch_size)
-            return Page(reader.decode(rows, handled_kinds(self.store.view)), len(rows), reader.last_position(rows))
+            return _decoded(reader, reader.fetch(after, self.batch_size), kinds)
         pairs = reader(after, self.batch_size)
         return Page(pairs, len(pairs), max((position for position, _ in pairs), default=0))
 
@@ -107,7 +107,7 @@ class ViewRunner:
         reader = self.read_page if self.read_ahead and isinstance(self.read_page, PageReader) else None
         kinds = handled_kinds(self.store.view)
         with _fetch_ahead(self.store.view.name, reader, kinds) as fetch_ahead:
-            page = self._read(after)
+            page = self._read(after, kinds)
             while page.read:
                 if page.last <= after:
                     raise RuntimeError(f"read_page({after}, ...) returned no position after {after}")
@@ -120,7 +120,7 @@ class ViewRunner:
                     on_batch(after, page.read)
                 if final:
                     break
-                page = self._read(after) if ahead is None else ahead()
+                page = self._read(after, kinds) if ahead is None else ahead()
         return applied
 
     def wait_until(self, position: int, timeout: float = 10.0) -> None:
@@ -171,9 +171,14 @@ class ViewRunner:
 Ahead = Callable[[], Page]
 
 
+def _decoded(reader: PageReader, rows: Sequence[Any], kinds: Kinds | None) -> Page:
+    """A fetched page: the events of ``kinds`` decoded (all without), and how far the rows reach."""
+    return Page(reader.decode(rows, kinds), len(rows), reader.last_position(rows))
+
+
 @contextmanager
 def _fetch_ahead(
-    view: str, reader: PageReader | None, kinds: tuple[type[DomainEvent], ...] | None
+    view: str, reader: PageReader | None, kinds: Kinds | None
 ) -> Iterator[Callable[[int, int], Ahead | None]]:
     """``fetch_ahead(after, limit)`` starts fetching that page on a thread of its own and returns what
     waits for it and decodes it here; without a ``reader`` it starts nothing (None).
@@ -188,12 +193,7 @@ def _fetch_ahead(
 
         def fetch_ahead(after: int, limit: int) -> Ahead:
             future = pool.submit(reader.fetch, after, limit)
-
-            def page() -> Page:
-                rows = future.result()
-                return Page(reader.decode(rows, kinds), len(rows), reader.last_position(rows))
-
-            return page
+            return lambda: _decoded(reader, future.result(), kinds)
 
         try:
             yield fetch_ahead

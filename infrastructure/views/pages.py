@@ -10,9 +10,7 @@ from eventsourcing.utils import TopicError, resolve_topic
 
 from run_mailbox.domain.model import DomainEvent
 from run_mailbox.infrastructure.service import MailboxService
-from run_mailbox.projections.runner import Pair
-
-Kinds = tuple[type[DomainEvent], ...]
+from run_mailbox.projections.runner import Kinds, Pair
 
 
 class LogPages:
@@ -29,9 +27,11 @@ class LogPages:
 
     def decode(self, rows: Sequence[Notification], kinds: Kinds | None = None) -> list[Pair]:
         mapper = self.service.mapper
-        if kinds is None:
-            return [(n.id, cast(DomainEvent, mapper.to_domain_event(n))) for n in rows]
-        return [(n.id, cast(DomainEvent, mapper.to_domain_event(n))) for n in rows if self._wants(kinds, n.topic)]
+        return [
+            (n.id, cast(DomainEvent, mapper.to_domain_event(n)))
+            for n in rows
+            if kinds is None or self._wants(kinds, n.topic)
+        ]
 
     def _wants(self, kinds: Kinds, topic: str) -> bool:
         wanted = self._wanted.get((kinds, topic))
