@@ -10,7 +10,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from bench._common import timed_workers
 from bench._peer_common import Latencies, Phases, Rate, fresh_schema, pg_url
@@ -141,11 +141,24 @@ def approval(workers: int) -> Iterator[Callable[[int], Rate]]:
 
 
 @contextmanager
-def command_latency() -> Iterator[Callable[[int], Latencies]]:
-    """A fresh service; yields ``round(runs)``: the seconds each of submit, claim, record_start and
-    ack took, over ``runs`` lifecycles one after another (1 worker), and the seconds a second submit to
-    the same thread took (that run is then claimed and acked, untimed)."""
-    with fresh_service(1) as service:
+def in_memory_service() -> Iterator[MailboxService]:
+    """A service on the in-memory recorder: the commands' Python, no database."""
+    service = MailboxService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+@contextmanager
+def command_latency(
+    service_context: Callable[[], AbstractContextManager[MailboxService]] = lambda: fresh_service(1),
+) -> Iterator[Callable[[int], Latencies]]:
+    """A fresh service (on Postgres unless ``service_context`` says otherwise); yields ``round(runs)``:
+    the seconds each of submit, claim, record_start and ack took, over ``runs`` lifecycles one after
+    another (1 worker), and the seconds a second submit to the same thread took (that run is then
+    claimed and acked, untimed)."""
+    with service_context() as service:
         for i in range(WARM_UP):
             round_trip(service, f"warm-up-{i}", f"warm-up-{i}", "warm-up")
         numbers = itertools.count(1)
