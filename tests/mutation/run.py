@@ -45,11 +45,17 @@ ROOT = Path(__file__).resolve().parents[2]
 SCOPE = ("domain", "projections")
 # The SQL view stores are not what the properties drive (their views run on the memory store);
 # tests/projections covers them on SQLite and Postgres.
-EXCLUDED = {"projections/stores/sqlite.py", "projections/stores/postgres.py", "projections/stores/postgres_sql.py"}
+EXCLUDED = {
+    "projections/stores/sqlite.py",
+    "projections/stores/postgres.py",
+    "projections/stores/postgres_sql.py",
+    "projections/stores/postgres_write.py",
+}
 TEST_COMMAND = [
     *("-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutation"),
     # every test of tests/properties, the quick ones first (-x stops at the first failure)
     "tests/properties/test_limits.py",
+    "tests/properties/test_fuzz_commands.py",
     "tests/properties/test_view_properties.py",
     "tests/properties/test_mailbox_state_machine.py",
     "tests/properties/test_replay_properties.py",
