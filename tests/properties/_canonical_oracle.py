@@ -64,7 +64,26 @@ def _dispatch_extras(e: dict[str, Any]) -> None:
         assert isinstance(payload["claimed_by"], str) and payload["lease_until"] > payload["updated_at"], e
 
 
+def _run_errored(m: Model, e: dict[str, Any]) -> None:
+    """RunErrored's payload is the upstream's serialised RunFinish, nothing more (payloads.md section 3),
+    of a run the model holds as ended in that error."""
+    run = m.runs[e["run_id"]]
+    assert run.termination is not None and run.termination.type == "error" and run.error is not None, (run, e)
+    want = {
+        "event_type": "run_finish", "thread_id": run.thread_id, "run_id": run.run_id,
+        "termination": {"type": "error", "value": run.error},
+    }  # fmt: skip
+    assert e["payload"] == want, f"RunErrored payload: {e}"
+
+
 def check_export(m: Model, envelopes: list[Any]) -> None:
+    for envelope in envelopes[:1]:
+        try:
+            envelope.position = -1
+        except ValueError:  # pydantic's error for a frozen model
+            pass
+        else:
+            raise AssertionError("a canonical event read from the log can be changed")
     lines = [e.model_dump(mode="json") for e in envelopes]
     versions: Counter[str] = Counter()
     for e in lines:
@@ -84,6 +103,8 @@ def check_export(m: Model, envelopes: list[Any]) -> None:
         assert run is not None and run.thread_id == e["thread_id"], f"envelope of an unknown run: {e}"
         scopes = [{"scope_type": "thread", "thread_id": e["thread_id"]}, {"scope_type": "run", "run_id": e["run_id"]}]
         assert e["scopes"] == scopes, e
+        if e["kind"] == "RunErrored":
+            _run_errored(m, e)
     keys = Counter(e["idempotency_key"] for e in lines if e["upstream"] and e["kind"] not in DISPATCH_KINDS)
     for (thread, message_id), stored in m.messages.items():
         key = f"MessageCommitted/{thread}/{stored.run_id}/{message_id}"

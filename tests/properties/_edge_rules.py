@@ -240,11 +240,16 @@ class EdgeRules(CommandDriver):
     # ------------------------------------------------------------------ idempotency keys
 
     @precondition(lambda self: bool(self.model.keyed))
-    @rule(pick=st.integers(0, 1_000), change=st.sampled_from(["same", "same", "changed_argument", "other_command"]))
+    @rule(
+        pick=st.integers(0, 1_000),
+        change=st.sampled_from(["same", "same", "same_at_explicit_now", "changed_argument", "other_command"]),
+    )
     def reissue_with_idempotency_key(self, pick: int, change: str) -> None:
         entry = self.model.keyed[pick % len(self.model.keyed)]
         call = {**entry.kwargs, "idempotency_key": entry.key}
-        if change == "same":
+        if change == "same_at_explicit_now":  # the time is not an argument of the digest
+            call["now"] = self.clock.now
+        if change.startswith("same"):
             self.execute(entry.command, call, expect=returns(entry.result, "the key's first result"))
         elif change == "changed_argument":
             self.execute(entry.command, {**perturbed(entry, pick), "idempotency_key": entry.key}, expect=conflict(""))

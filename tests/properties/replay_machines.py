@@ -3,7 +3,8 @@
 - ``RebuildMachine``: every view is built incrementally, one batch per command as it is written;
   at the end a fresh store rebuilt from position 0 must equal it.
 - ``RedeliveryMachine``: every batch reaches a second set of views with every event twice, and
-  again together with the previous batch, both through the store and straight to the handlers.
+  again together with the previous batch, both through the store and straight to the handlers;
+  the handlers then get the previous batch once more, alone, after the newer events.
 - ``ReissueMachine``: every command carries an idempotency key and is re-issued at once (same
   arguments: the original result and no write; one argument changed: IdempotencyConflict).
 - ``TimeTravelMachine``: every aggregate's record after each command, by version, must be what
@@ -174,6 +175,7 @@ class RedeliveryMachine(MailboxMachine):
             self.twice[name].apply(self.previous + batch)
             self.handlers[name].deliver(doubled)
             self.handlers[name].deliver(self.previous + batch)
+            self.handlers[name].deliver(self.previous)  # an older batch again, after newer events
             expected = self.once[name].snapshot()
             assert self.twice[name].snapshot() == expected, f"view {name}: a store delivered batches twice differs"
             assert self.handlers[name].snapshot() == expected, f"view {name}: events handled twice change its rows"

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from run_mailbox.domain.errors import InvalidArgument, SeqConflict
 from run_mailbox.domain.ids import new_id
+from run_mailbox.domain.preview import preview
 from run_mailbox.infrastructure.service import MailboxService
 
 MAX_ID, MAX_TEXT, MAX_MILLIS = 256, 16_384, 253_402_300_799_999
@@ -130,5 +131,145 @@ def test_booleans_for_integers_and_unknown_fields_are_refused(call: Callable[[Ma
     try:
         with pytest.raises(InvalidArgument):
             call(service)
+    finally:
+        service.close()
+
+
+def _token(s: MailboxService) -> str:
+    return str(_claimed(s).claim_token)
+
+
+def _wide_tickets(count: int, size: int) -> list[dict[str, Any]]:
+    return [{"tool_call_id": f"c{i}", "tool_name": "shell", "arguments": {"text": "x" * size}} for i in range(count)]
+
+
+def _started(s: MailboxService, token: str) -> None:
+    s.record_start("d", claim_token=token)
+
+
+def _second_thread(s: MailboxService, token: str) -> None:
+    s.submit("t2", "r2")
+
+
+def _nothing(s: MailboxService, token: str) -> None:
+    pass
+
+
+def _nested(value: Any, levels: int) -> Any:
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _suspend_with(s: MailboxService, token: str, arguments: Any) -> Any:
+    return s.suspend("d", claim_token=token, tickets=[{"tool_call_id": "c", "tool_name": "x", "arguments": arguments}])
+
+
+Issue = Callable[[MailboxService, str], Any]
+
+# name: (prepare, then issue the bad command on a service holding the claimed dispatch "d" of run "r";
+# the argument the refusal must name)
+REFUSALS: dict[str, tuple[Issue, Issue, str]] = {
+    "a NUL in a decision's reason": (
+        _nothing,
+        lambda s, _: s.decide("r", "c", {"decision_id": "x", "action": "resume", "reason": "a\x00b"}),
+        "resume.reason",
+    ),
+    "a commit of no messages": (_nothing, lambda s, _: s.commit_messages("t", "r", []), "messages"),
+    "a nack whose backoff passes the latest time": (
+        _nothing,
+        lambda s, token: s.nack("d", claim_token=token, error="e", now=MAX_MILLIS - 1),
+        "now",
+    ),
+    "a claim whose lease passes the latest time": (
+        _second_thread,
+        lambda s, _: s.claim("t2", consumer_id="w", lease_ms=1_000, now=MAX_MILLIS - 10),
+        "lease_ms",
+    ),
+    "a lease extended past the latest time": (
+        _nothing,
+        lambda s, token: s.extend_lease("d", claim_token=token, lease_ms=1_000, now=MAX_MILLIS - 10),
+        "lease_ms",
+    ),
+    "tickets each within the JSON limit, together past the command's": (
+        _started,
+        lambda s, token: s.suspend("d", claim_token=token, tickets=_wide_tickets(70, 60_000)),
+        "tickets",
+    ),
+    "a NUL under a key of 40 identifier characters": (
+        _started,
+        lambda s, token: _suspend_with(s, token, {"k" * 40: "a\x00"}),
+        "tickets[0].arguments." + "k" * 40,
+    ),
+    "a NUL under a key of 41 identifier characters": (
+        _started,
+        lambda s, token: _suspend_with(s, token, {"k" * 41: "a\x00"}),
+        f"tickets[0].arguments[{preview('k' * 41, 40)}]",
+    ),
+    "a NUL twelve levels down": (
+        _started,
+        lambda s, token: _suspend_with(s, token, _nested(["a\x00"], 11)),
+        "tickets[0].arguments" + "[0]" * 12,
+    ),
+    "a NUL thirteen levels down (the path keeps both ends)": (
+        _started,
+        lambda s, token: _suspend_with(s, token, _nested(["a\x00"], 12)),
+        "tickets[0].arguments" + "[0]" * 6 + "..." + "[0]" * 5,
+    ),
+    "an integer past int64 among plain integers": (
+        _started,
+        lambda s, token: s.suspend(
+            "d", claim_token=token, tickets=[{"tool_call_id": "c", "tool_name": "x", "arguments": [1, 2**63]}]
+        ),
+        "tickets[0].arguments[1]",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_a_bad_value_is_refused_naming_its_argument_and_nothing_is_written(name: str) -> None:
+    """Values the machine's vocabulary does not draw: each refused as ``InvalidArgument`` naming the
+    argument, with the log as it was."""
+    prepare, issue, field = REFUSALS[name]
+    service = _service()
+    try:
+        token = _token(service)
+        prepare(service, token)
+        before = service.recorder.max_notification_id()
+        with pytest.raises(InvalidArgument) as refused:
+            issue(service, token)
+        assert refused.value.field == field, refused.value
+        assert service.recorder.max_notification_id() == before
+    finally:
+        service.close()
+
+
+def test_a_value_that_repeats_a_list_is_accepted_and_measured_as_its_json() -> None:
+    """The same list twice under one object is two copies in JSON: accepted when the copies fit the depth
+    limit (64 levels), refused when one level more would pass it."""
+    service = _service()
+    try:
+        token = _token(service)
+        service.record_start("d", claim_token=token)
+        fits = _nested([], 62)  # 63 levels, the object around them the 64th
+        service.suspend("d", claim_token=token, tickets=[{"tool_call_id": "c", "tool_name": "x",
+                        "arguments": {"a": fits, "b": fits}}])  # fmt: skip
+        deeper = _nested([], 63)
+        with pytest.raises(InvalidArgument, match="deep"):
+            _suspend_with(service, token, {"a": deeper, "b": deeper})
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("bad", ["", "a\x00b", "x" * (MAX_ID + 1)], ids=["blank", "nul", "too-long"])
+@pytest.mark.parametrize("query", ["get_dispatch", "get_run", "get_mailbox", "list_dispatches"])
+def test_a_query_refuses_a_malformed_id_naming_it(query: str, bad: str) -> None:
+    """A read is held to the identifier rules too: InvalidArgument naming the id, not NotFound."""
+    field = {"get_dispatch": "dispatch_id", "get_run": "run_id"}.get(query, "thread_id")
+    service = _service()
+    try:
+        with pytest.raises(InvalidArgument) as refused:
+            getattr(service, query)(bad)
+        assert refused.value.field == field, refused.value
     finally:
         service.close()
