@@ -4,7 +4,9 @@ The machine draws small, mostly valid values; the limits themselves (identifier 
 lengths, priority, attempts, lease, batch sizes, messages per commit, the seq bound, the largest
 time) are met here, each at ``bound - 1``, ``bound`` and ``bound + 1`` (or the lower bound's
 neighbours), against the spec's numbers written out in this file: all of them, every run (60
-cases), rather than a sample.
+cases), rather than a sample. Then the bad values the machine's vocabulary never draws (a NUL in a
+reason, an empty commit, times past the end of time, tickets past the command's total, integers past
+int64, long keys and deep paths, malformed ids in queries): each refused by name, nothing written.
 """
 
 from __future__ import annotations
