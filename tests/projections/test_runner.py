@@ -390,3 +390,14 @@ def test_a_fetch_ahead_that_fails_raises_from_catch_up_and_the_view_keeps_the_pa
         ViewRunner(store, reader, batch_size=10, read_ahead=True).catch_up()
     assert store.position() == first[-1] < end
     assert not [t for t in threading.enumerate() if t.name.startswith("fetch-")]
+
+
+@pytest.mark.parametrize("sizes", [{"batch_size": 0}, {"follow_batch_size": 0}, {"batch_size": -1}])
+def test_a_batch_size_below_one_is_refused_and_one_is_accepted(service, sizes):
+    store = MemoryViewStore(ToyView())
+    with pytest.raises(ValueError, match="batch sizes must be positive"):
+        ViewRunner(store, log_reader(service), **sizes)
+    ones = dict.fromkeys(sizes, 1)
+    accepted = ViewRunner(store, log_reader(service), **ones)
+    expected = {"batch_size": 1000, "follow_batch_size": 100, **ones}
+    assert {"batch_size": accepted.batch_size, "follow_batch_size": accepted.follow_batch_size} == expected
