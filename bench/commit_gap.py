@@ -1,4 +1,4 @@
-"""Why the raw transaction is a moving yardstick: a commit's latency grows with the client's work between commits.
+"""Why the raw transaction is a moving yardstick: its round trips slow down as the client works between them.
 
     /work/main/.venv/bin/python -m bench.commit_gap [--transactions 400] [--lifecycles 200] [--rounds 4]
         [--pauses 0,0.5,1,2]
