@@ -17,14 +17,21 @@ WARM_UP = 20
 
 
 @contextmanager
-def insert_commit() -> Iterator[Callable[[int], Latencies]]:
-    """A one-table schema and one connection; yields ``round(count)``: the seconds each of ``count``
-    single-row insert transactions took."""
-    with fresh_schema("raw") as schema, psycopg.connect(f"{PG_CONNINFO} dbname={PG_DBNAME}") as conn:
+def jobs_table(system: str = "raw") -> Iterator[tuple[psycopg.Connection[tuple[object, ...]], sql.Composed]]:
+    """A one-table schema and one connection (not in autocommit); yields the connection and the
+    statement inserting one row (its parameter: the row's text)."""
+    with fresh_schema(system) as schema, psycopg.connect(f"{PG_CONNINFO} dbname={PG_DBNAME}") as conn:
         table = sql.Identifier(schema, "jobs")
         conn.execute(sql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, body text NOT NULL)").format(table))
         conn.commit()
-        insert = sql.SQL("INSERT INTO {} (body) VALUES (%s)").format(table)
+        yield conn, sql.SQL("INSERT INTO {} (body) VALUES (%s)").format(table)
+
+
+@contextmanager
+def insert_commit() -> Iterator[Callable[[int], Latencies]]:
+    """A one-table schema and one connection; yields ``round(count)``: the seconds each of ``count``
+    single-row insert transactions took."""
+    with jobs_table() as (conn, insert):
 
         def one_round(count: int) -> Latencies:
             samples = []

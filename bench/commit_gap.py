@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -25,19 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import _peer_ours as ours
-from bench._common import PG_CONNINFO, PG_DBNAME, ensure_bench_database
-from bench._peer_common import Latencies, fresh_schema
+from bench._common import ensure_bench_database
+from bench._peer_common import Latencies
+from bench._peer_raw import jobs_table
 
 WARM_UP = 20
-
-
-@contextmanager
-def raw_connection() -> Iterator[tuple[psycopg.Connection[tuple[object, ...]], sql.Composed]]:
-    with fresh_schema("gap") as schema, psycopg.connect(f"{PG_CONNINFO} dbname={PG_DBNAME}") as conn:
-        table = sql.Identifier(schema, "jobs")
-        conn.execute(sql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, body text NOT NULL)").format(table))
-        conn.commit()
-        yield conn, sql.SQL("INSERT INTO {} (body) VALUES (%s)").format(table)
 
 
 def busy(seconds: float) -> None:
@@ -74,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     samples: dict[float, list[tuple[float, float]]] = {p: [] for p in pauses}
     mine = {"postgres": Latencies({}), "in-memory": Latencies({})}
     with (
-        raw_connection() as (conn, insert),
+        jobs_table("gap") as (conn, insert),
         ours.command_latency() as on_postgres,
         ours.command_latency(ours.in_memory_service) as in_memory,
     ):

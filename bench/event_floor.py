@@ -40,7 +40,6 @@ from bench import _peer_ours as ours
 from bench import _peer_pgqueuer as pgq
 from bench._common import PG_CONNINFO, PG_DBNAME, ensure_bench_database
 from bench._peer_common import Phases, fresh_schema
-from run_mailbox.infrastructure.service import MailboxService
 
 BATCH = 10
 PYTHON = "Python only: run-mailbox on the in-memory recorder"
@@ -110,9 +109,8 @@ def event_log(shape: Shape) -> Iterator[Callable[[int], Phases]]:
 def in_memory() -> Iterator[Callable[[int], Phases]]:
     """run-mailbox's own worker loop (as ``bench.peers`` drives it) on the in-memory recorder: the
     Python alone (domain model, handlers, events and their JSON), no database."""
-    service = MailboxService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     rounds = itertools.count(1)
-    try:
+    with ours.in_memory_service() as service:
 
         def one_round(jobs: int) -> Phases:
             r = next(rounds)
@@ -126,8 +124,6 @@ def in_memory() -> Iterator[Callable[[int], Phases]]:
             return Phases(jobs, enqueued - start, time.perf_counter() - enqueued)
 
         yield one_round
-    finally:
-        service.close()
 
 
 def main() -> None:
