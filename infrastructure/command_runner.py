@@ -183,6 +183,8 @@ class CommandRunner:
             "head_rows": {m.thread_id: head_of(m.record) for m in uow.changed_mailboxes()},
             "read_versions": read_versions,
         }
+        if presumed := uow.presumed_new():
+            kwargs["presumed_new"] = presumed
         if record_key:
             assert key is not None
             kwargs["idempotency"] = IdempotencyRow(key, command.name, digest, adapter.dump_json(result).decode())

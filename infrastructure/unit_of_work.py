@@ -68,6 +68,7 @@ class UnitOfWork:
         self._loaded_versions: dict[UUID, int] = {}
         self._from_cache: set[UUID] = set()
         self._missing: set[UUID] = set()
+        self._presumed: set[UUID] = set()
         self.error_after_save: MailboxError | None = None
 
     def _find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
@@ -204,6 +205,22 @@ class UnitOfWork:
         if found is None:
             found = self.add(ThreadMailbox.open_for(thread_id=thread_id, now=self.now))
         return found
+
+    def presume_new_mailbox(self, thread_id: str) -> None:
+        """Takes the thread's mailbox to be new, unless this unit or the cache already has it: no read.
+        When the guess is wrong, the mailbox's creation conflicts with its stored events (their key) and
+        the next attempt reads it; a refusal resting on the guess is retried as one on a stale read."""
+        aggregate_id = mailbox_aggregate_id(thread_id)
+        if aggregate_id in self._aggregates or aggregate_id in self._missing:
+            return
+        if self._cache is not None and self._cache.get(aggregate_id) is not None:
+            return
+        self._missing.add(aggregate_id)
+        self._presumed.add(aggregate_id)
+
+    def presumed_new(self) -> list[UUID]:
+        """The aggregates this unit creates on the presumption that they did not exist (not read)."""
+        return [i for i in self._presumed if i in self._aggregates and self._aggregates[i].pending_events]
 
     def find_thread_log(self, thread_id: str) -> ThreadLog | None:
         return self._find(thread_log_id(thread_id), ThreadLog)

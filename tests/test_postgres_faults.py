@@ -149,6 +149,32 @@ def test_a_write_stuck_behind_the_events_lock_ends_with_store_timeout(postgres_e
         app.close()
 
 
+def test_a_write_that_presumed_a_stored_aggregate_new_is_refused_without_waiting_for_the_events_lock(
+    postgres_env, postgres_url
+):
+    """A write that creates an aggregate it presumed new (a submit's mailbox on a thread the service
+    had not seen) is refused by an index probe before the table's lock when the aggregate exists: a
+    conflict, not a lock timeout, however long another session holds the lock, and so it holds up
+    no other writer either."""
+    app = MailboxService(env={**postgres_env, "MAILBOX_LOCK_TIMEOUT_MS": "60000"})
+    try:
+        stored = _event()
+        app.recorder.insert_events([stored])
+        head = app.recorder.max_notification_id()
+        holder = _hold_events_lock(postgres_url, postgres_env["POSTGRES_SCHEMA"])
+        try:
+            write = partial(app.recorder.insert_events, [_event(), stored], presumed_new=[stored.originator_id])
+            again = within(30, write, holder.close)
+        except IntegrityError:
+            again = None
+        finally:
+            holder.close()
+        assert again is None, "the write of a stored version was accepted"
+        assert app.recorder.max_notification_id() == head
+    finally:
+        app.close()
+
+
 def test_a_write_runs_no_client_code_inside_its_transaction(postgres_env):
     """A write is one statement: the events lock is never held while the client does anything else,
     so a client that stalls cannot hold it (a stall could only come between statements)."""

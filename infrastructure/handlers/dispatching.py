@@ -5,6 +5,8 @@ from __future__ import annotations
 from run_mailbox.domain.commands import Cancel, Interrupt, Submit, SubmitMany
 from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
 from run_mailbox.domain.errors import DuplicateDispatch, DuplicateRun, MailboxError
+from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
+from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.reasons import SUPERSEDED_BY_INTERRUPT
 from run_mailbox.domain.results import InterruptResult
 from run_mailbox.domain.run import Run
@@ -13,6 +15,11 @@ from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 
 def submit(cmd: Submit, uow: UnitOfWork) -> DispatchRecord:
+    # A run is mostly submitted to a thread this service wrote (its mailbox is cached) or to a new
+    # one: the first try does not read a mailbox it does not have; if the thread exists after all,
+    # the write conflicts and the retry reads it.
+    if uow.attempt == 0:
+        uow.presume_new_mailbox(cmd.thread_id)
     return enqueue(cmd, uow, "dispatch")
 
 
@@ -35,6 +42,14 @@ def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str, *, redrive_of: str | Non
     dispatch_id = cmd.dispatch_id or uow.ids(purpose)
     # Creating, not reading: the first try lets the store refuse an existing run or dispatch
     # id (a unique key); only a retry after such a conflict looks them up.
+    if uow.attempt > 0:
+        uow.preload_kinds(
+            [
+                ([run_aggregate_id(cmd.run_id)], Run),
+                ([dispatch_aggregate_id(dispatch_id)], Dispatch),
+                ([mailbox_aggregate_id(cmd.thread_id)], ThreadMailbox),
+            ]
+        )
     if uow.attempt > 0 and uow.find_run(cmd.run_id) is not None:
         raise DuplicateRun(cmd.run_id)
     if uow.attempt > 0 and uow.find_dispatch(dispatch_id) is not None:

@@ -170,6 +170,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             "index": [vars(r) for r in sorted_index_rows(kwargs.get("index_rows"))],
             "gone": sorted(t for t, head in heads.items() if head is None),
             "heads": [vars(head) for _, head in sorted(heads.items()) if head is not None],
+            "new": [str(i) for i in kwargs.get("presumed_new") or ()],
         }
         return [self.timeouts.lock_ms, rows, Jsonb(side, dumps=_dumps)]
 

@@ -204,6 +204,12 @@ class MailboxMachine(EdgeRules):
     def advance_time(self, ms: int) -> None:
         self.clock.now += ms
 
+    @rule()
+    def forget_cached_aggregates(self) -> None:
+        """As after a restart, or for another service on the store: a submit then takes a thread it
+        has not seen to be new, and the store corrects it."""
+        self.service.cache.clear()
+
     # ------------------------------------------------------------------ permissions and messages
 
     @precondition(has_live_claim)
