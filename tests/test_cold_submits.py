@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from run_mailbox import DedupeKeyConflict, DispatchStatus, DuplicateRun, MailboxService
+from run_mailbox.domain import StoreTimeout
 
 
 def _count_reads(service: MailboxService) -> list[int]:
@@ -44,6 +47,24 @@ def test_a_submit_to_a_thread_another_service_made_reads_it_once_after_the_confl
     other.submit("t", "r2")
     # The first try's write is refused; the retry reads the run, its dispatch and the mailbox in one query.
     assert (reads, other.runner.retries, other.runner.transactions) == ([3], 1, 1)
+    maker.close()
+    other.close()
+
+
+@pytest.mark.postgres
+def test_the_wrong_guess_is_refused_before_the_events_lock(postgres_env, postgres_url, clock):
+    """With another session holding the events table's lock, the first try's write is still refused at
+    once (its probe takes no lock) and only the retry's write waits, until the lock timeout."""
+    maker = MailboxService(env=postgres_env, clock=clock)
+    maker.submit("t", "r1")
+    other = MailboxService(env={**postgres_env, "MAILBOX_LOCK_TIMEOUT_MS": "300"}, clock=clock)
+    with psycopg.connect(postgres_url) as holder:  # not autocommit: the lock lasts until the block ends
+        table = sql.Identifier(postgres_env["POSTGRES_SCHEMA"], "mailboxservice_events")
+        holder.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))
+        with pytest.raises(StoreTimeout):
+            other.submit("t", "r2")
+    assert other.runner.retries == 1, "the first write waited for the lock instead of being refused before it"
+    assert [d.run_id for d in maker.list_dispatches("t")] == ["r1"]
     maker.close()
     other.close()
 
