@@ -38,7 +38,10 @@ SCOPE = "run_mailbox"
 METRICS: dict[str, str] = {
     "mailbox.commands": "commands run, by command and outcome",
     "mailbox.command.duration": "seconds a command took, by command and outcome",
-    "mailbox.command.conflict_retries": "extra transactions commands needed after conflicts with concurrent writers",
+    "mailbox.command.conflict_retries": (
+        "extra attempts commands needed after conflicts (a concurrent writer, a stale cached read, "
+        "a thread a submit presumed new)"
+    ),
     "mailbox.claims": "dispatches claimed",
     "mailbox.retries": "dispatches requeued for another attempt, by reason (retry_backoff, expired_lease_reclaimed)",
     "mailbox.lease_expiries": "expired leases reclaimed, by the dispatch's new status",
