@@ -70,6 +70,12 @@ def _changed(name: str, value: Any) -> Any:
         return [*value, {"thread_id": "t1", "run_id": "r-changed"}]
     if name == "acks":
         return [*value, {"dispatch_id": "d-changed", "claim_token": "tok"}]
+    if name == "reason":  # a dead-letter reason: one of three
+        return "permanent_failure" if value != "permanent_failure" else "lease_expired"
+    if name == "since":  # stays at or before the window's end
+        return value - 1 if value > 0 else None
+    if name == "until":
+        return value + 1
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):

@@ -7,7 +7,8 @@ variant, and interrupts interleaved with reclaims, resumes and finishes.
 - ``decide_variant``: a decision for any run (waiting, running, done, interrupted, resumed): a new
   id for a tool call already decided, another run's decision id, a decision id delivered again
   with other content (tool call, action or result), or a fresh decision for a pending ticket;
-- ``interrupt_and_follow``: an interrupt followed at once by what races it in production.
+- ``interrupt_and_follow``: an interrupt followed at once by what races it in production;
+- ``dead_letters_pile_up`` then ``redrive_many``: several dead letters redriven in one batch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tests.properties._vocabulary import (
     Claim,
     Refused,
     Submitted,
+    mostly,
 )
 
 DECISION_VARIANTS = [
@@ -209,6 +211,50 @@ class EdgeRules(CommandDriver):
             acks.append({"dispatch_id": claim.dispatch_id,
                          "claim_token": {"own": claim.token, "other": OTHER_TOKEN}.get(chosen, chosen)})  # fmt: skip
         self.execute("ack_many", {"acks": acks}, keyed)
+
+    @rule(threads=st.lists(st.sampled_from(THREADS), min_size=2, max_size=3), dedupe_key=st.sampled_from([None, "k9"]))
+    def dead_letters_pile_up(self, threads: list[str], dedupe_key: str | None) -> None:
+        """Runs dead-lettered one after another (by turns a permanent failure and out of attempts), as
+        a bad deploy leaves them: redrive_many has several to take, for two reasons, some sharing a key."""
+        for i, thread in enumerate(threads):
+            dispatch_id = self.model.fresh("d")
+            run = {"thread_id": thread, "run_id": self.model.fresh("r"), "agent_id": "agent", "priority": 128}
+            extra = {"dedupe_key": dedupe_key, "max_attempts": 1, "available_at": None, "dispatch_id": dispatch_id}
+            if isinstance(self.execute("submit", {**run, **extra}), Refused):
+                continue
+            lease = {"consumer_id": "w1", "lease_ms": 30_000}
+            claimed = self.execute("claim_dispatch", {"dispatch_id": dispatch_id, **lease})
+            if claimed is None or isinstance(claimed, Refused):
+                continue
+            owner = {"dispatch_id": dispatch_id, "claim_token": claimed.claim_token, "error": "bad deploy"}
+            if i % 2:
+                self.execute("nack", {**owner, "retry_at": None})
+            else:
+                self.execute("dead_letter", owner)
+
+    @rule(
+        thread=st.sampled_from([None, None, *THREADS, " t1"]),
+        agent=st.sampled_from([None, None, "agent", "another-agent"]),
+        reason=st.sampled_from([None, None, "attempts_exhausted", "lease_expired", "permanent_failure"]),
+        window=st.sampled_from(["any", "any", "last second", "reversed"]),
+        limit=mostly([100, 1, 2], [0]),
+        priority=st.sampled_from([None, None, 7]),
+        keyed=KEYED,
+    )
+    def redrive_many(
+        self, thread: str | None, agent: str | None, reason: str | None, window: str, limit: int,
+        priority: int | None, keyed: bool,
+    ) -> None:  # fmt: skip
+        """Dead letters queued again together: those that match, oldest first, each as redrive would;
+        one whose dedupe key is held (by an open dispatch, or one queued earlier in the batch) alone refused."""
+        given = {"thread_id": thread, "agent_id": agent, "reason": reason, "priority": priority}
+        kwargs: dict[str, Any] = {name: value for name, value in given.items() if value is not None} | {"limit": limit}
+        now = self.clock.now
+        if window == "last second":
+            kwargs.update(since=max(0, now - 1_000), until=now)
+        elif window == "reversed":
+            kwargs.update(since=now + 1, until=now)
+        self.execute("redrive_many", kwargs, keyed)
 
     @rule(target=CLAIMS, thread=THREAD_IDS, then=st.sampled_from(FOLLOWERS))
     def interrupt_and_follow(self, thread: str, then: str) -> Any:

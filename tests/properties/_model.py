@@ -107,6 +107,7 @@ class Model:
         self.decision_facts: dict[tuple[str, str], tuple[int, str, str | None]] = {}  # at, path, dispatch
         self.checkpoints: list[tuple[str, str, int, list[str], int]] = []  # thread, run, first, ids, at
         self.frozen: dict[str, DispatchRecord] = {}
+        self.dead_reasons: dict[str, str] = {}  # why each dead letter was dead-lettered, from its event
         self.keyed: list[Keyed] = []
         self.position = 0
         self._threads_by_aggregate: dict[UUID, str] = {}
@@ -181,6 +182,8 @@ class Model:
     def _classify(self, event: DomainEvent, seen: Observed) -> None:
         if isinstance(event, Dispatch.Event):
             seen.dispatches.add(event.dispatch.dispatch_id)
+            if isinstance(event, Dispatch.DispatchDeadLettered):
+                self.dead_reasons[event.dispatch.dispatch_id] = event.reason
         elif isinstance(event, RunEvent):
             seen.runs.add(event.run_id)
         elif isinstance(event, (ThreadMailbox.MailboxOpened, ThreadLog.ThreadLogOpened)):

@@ -26,6 +26,7 @@ PREDICT: dict[str, Callable[[Model, int, dict[str, Any]], Expect]] = {
         d.submit,
         b.submit_many,
         b.ack_many,
+        b.redrive_many,
         d.claim,
         d.claim_next,
         d.claim_dispatch,

@@ -16,7 +16,7 @@ def check_subject(command: str, kwargs: dict[str, Any], error: Exception, m: Mod
         got = getattr(error, attribute)
         assert got == value, f"{command}: {type(error).__name__}.{attribute} is {got!r}, expected {value!r}"
 
-    if command in ("submit_many", "ack_many"):
+    if command in ("submit_many", "ack_many", "redrive_many"):
         if isinstance(error, e.IdempotencyConflict):
             named("key", kwargs["idempotency_key"])
         return  # a batch's refusal names one of its items (its place is in the field path)
