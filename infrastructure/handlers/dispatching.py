@@ -15,9 +15,8 @@ from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 
 def submit(cmd: Submit, uow: UnitOfWork) -> DispatchRecord:
-    # A run is mostly submitted to a thread this service wrote (its mailbox is cached) or to a new
-    # one: the first try does not read a mailbox it does not have; if the thread exists after all,
-    # the write conflicts and the retry reads it.
+    # The first try does not read a mailbox this service has not cached: it presumes the thread new
+    # (decision 0013); if the thread exists after all, the write is refused and the retry reads it.
     if uow.attempt == 0:
         uow.presume_new_mailbox(cmd.thread_id)
     return enqueue(cmd, uow, "dispatch")
@@ -41,7 +40,7 @@ def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str, *, redrive_of: str | Non
     at = uow.now
     dispatch_id = cmd.dispatch_id or uow.ids(purpose)
     # Creating, not reading: the first try lets the store refuse an existing run or dispatch
-    # id (a unique key); only a retry after such a conflict looks them up.
+    # id (a unique key); only a retry after such a conflict looks them up, with the mailbox, in one read.
     if uow.attempt > 0:
         uow.preload_kinds(
             [

@@ -94,7 +94,9 @@ class CommandDriver(RuleBasedStateMachine):
             self._check_refusal(label, outcome.error, expect, wrote, key, kwargs)
         else:
             self._check_success(label, outcome, expect, wrote)
-            if key is not None:
+            if key is not None:  # recorded under the command's name, which an operator looks it up by
+                stored = self.service.tables.find_idempotency(key)
+                assert stored is not None and stored.command == command, f"{label}: its key is recorded as {stored}"
                 self.model.keyed.append(Keyed(key, command, kwargs, outcome))
         m = self.model
         changed = {("dispatch", i) for i in self.observed.dispatches if dispatches_before.get(i) != m.dispatches[i]}
