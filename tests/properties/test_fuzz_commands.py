@@ -22,6 +22,7 @@ JSON (docs/reliability.md quotes them).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -197,8 +198,12 @@ def resolve(kwargs: dict[str, Any], world: dict[str, Any]) -> dict[str, Any]:
 
 
 def invoke(service: MailboxService, command: str, kwargs: dict[str, Any]) -> Any:
-    if command == "repair_checkpoint":
-        return service.execute(RepairCheckpoint(**kwargs))
+    if command == "repair_checkpoint":  # the command object a caller of execute() holds
+        made = RepairCheckpoint(**kwargs)
+        result = service.execute(made)
+        with pytest.raises(dataclasses.FrozenInstanceError):  # its digest keys the result: it cannot change
+            made.run_id = "changed"  # type: ignore[misc]
+        return result
     return getattr(service, command)(**kwargs)
 
 
@@ -325,9 +330,13 @@ RESUME_REFUSED = [  # the resume dispatch's id is taken: MailboxResumeFailed is 
 ]
 
 
+HELD_COMMAND = [("repair_checkpoint", {"thread_id": R("tc"), "run_id": R("rc"), "missing": {}})]  # see invoke()
+
+
 def with_deep_paths(test: Any) -> Any:
-    """The two refusals that write by design, reached in every run (random programs rarely do)."""
-    return example(calls=FENCED)(example(calls=RESUME_REFUSED)(test))
+    """The two refusals that write by design, and a command object run through ``execute``, reached
+    in every run (random programs rarely do)."""
+    return example(calls=FENCED)(example(calls=RESUME_REFUSED)(example(calls=HELD_COMMAND)(test)))
 
 
 @with_deep_paths
