@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from run_mailbox.domain import DispatchRecord
 
@@ -19,3 +20,16 @@ def store_unchanged(service, dispatch_id: str) -> Iterator[None]:
 
 def assert_claim_cleared(record: DispatchRecord) -> None:
     assert (record.claim_token, record.claimed_by, record.lease_until) == (None, None, None)
+
+
+def count_reads(service: Any) -> list[int]:
+    """Wraps the recorder's many-aggregate read (Postgres only): the number of ids each call asked for."""
+    calls: list[int] = []
+    read = service.recorder.read_aggregates
+
+    def counting(aggregate_ids: list[Any], **kwargs: Any) -> Any:
+        calls.append(len(aggregate_ids))
+        return read(aggregate_ids, **kwargs)
+
+    service.recorder.read_aggregates = counting
+    return calls

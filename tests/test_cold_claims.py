@@ -8,19 +8,7 @@ from typing import Any
 import pytest
 
 from run_mailbox import DispatchStatus, MailboxService, RunStatus
-
-
-def _count_reads(service: MailboxService) -> list[int]:
-    """Wraps the recorder's many-aggregate read (Postgres only): the number of ids each call asked for."""
-    calls: list[int] = []
-    read = service.recorder.read_aggregates
-
-    def counting(aggregate_ids: list[Any], **kwargs: Any) -> Any:
-        calls.append(len(aggregate_ids))
-        return read(aggregate_ids, **kwargs)
-
-    service.recorder.read_aggregates = counting
-    return calls
+from tests.helpers import count_reads
 
 
 @pytest.mark.postgres
@@ -30,7 +18,7 @@ def test_a_cold_claim_reads_its_candidates_in_one_query(postgres_env, clock, sta
     for n in range(3):
         producer.submit(f"t{n}", f"r{n}", priority=10 + n)
     worker = MailboxService(env=postgres_env, clock=clock)  # its cache holds none of it
-    reads = _count_reads(worker)
+    reads = count_reads(worker)
     (claimed,) = worker.claim_next(consumer_id="w", limit=1, start=start)
     # One query: 3 mailboxes and 3 head dispatches (limit 1 + 2 spare candidates), and their 3 runs to start one.
     assert (claimed.run_id, reads) == ("r0", [9 if start else 6])

@@ -5,33 +5,19 @@ thread would have."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 import pytest
 from psycopg import sql
 
 from run_mailbox import DedupeKeyConflict, DispatchStatus, DuplicateRun, MailboxService
 from run_mailbox.domain import StoreTimeout
-
-
-def _count_reads(service: MailboxService) -> list[int]:
-    """Wraps the recorder's many-aggregate read (Postgres only): the number of ids each call asked for."""
-    calls: list[int] = []
-    read = service.recorder.read_aggregates
-
-    def counting(aggregate_ids: list[Any], **kwargs: Any) -> Any:
-        calls.append(len(aggregate_ids))
-        return read(aggregate_ids, **kwargs)
-
-    service.recorder.read_aggregates = counting
-    return calls
+from tests.helpers import count_reads
 
 
 @pytest.mark.postgres
 def test_a_submit_to_a_new_thread_reads_nothing_and_commits_first_time(postgres_env, clock):
     service = MailboxService(env=postgres_env, clock=clock)
-    reads = _count_reads(service)
+    reads = count_reads(service)
     record = service.submit("new-thread", "r1")
     assert (reads, service.runner.retries, service.runner.transactions) == ([], 0, 1)
     assert service.get_dispatch(record.dispatch_id).status is DispatchStatus.QUEUED
@@ -43,7 +29,7 @@ def test_a_submit_to_a_thread_another_service_made_reads_it_once_after_the_confl
     maker = MailboxService(env=postgres_env, clock=clock)
     maker.submit("t", "r1")
     other = MailboxService(env=postgres_env, clock=clock)  # its cache holds none of it
-    reads = _count_reads(other)
+    reads = count_reads(other)
     other.submit("t", "r2")
     # The first try's write is refused; the retry reads the run, its dispatch and the mailbox in one query.
     assert (reads, other.runner.retries, other.runner.transactions) == ([3], 1, 1)
