@@ -209,11 +209,15 @@ class UnitOfWork:
     def presume_new_mailbox(self, thread_id: str) -> None:
         """Takes the thread's mailbox to be new, unless this unit or the cache already has it: no read.
         When the guess is wrong, the mailbox's creation conflicts with its stored events (their key) and
-        the next attempt reads it; a refusal resting on the guess is retried as one on a stale read."""
+        the next attempt reads it; a refusal resting on the guess is retried as one on a stale read.
+        A service without a cache remembers no thread, so it would guess wrong on every thread's
+        second run: it reads instead."""
         aggregate_id = mailbox_aggregate_id(thread_id)
+        if self._cache is None or self._cache.size <= 0:
+            return
         if aggregate_id in self._aggregates or aggregate_id in self._missing:
             return
-        if self._cache is not None and self._cache.get(aggregate_id) is not None:
+        if self._cache.get(aggregate_id) is not None:
             return
         self._missing.add(aggregate_id)
         self._presumed.add(aggregate_id)

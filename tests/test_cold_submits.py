@@ -38,6 +38,20 @@ def test_a_submit_to_a_thread_another_service_made_reads_it_once_after_the_confl
 
 
 @pytest.mark.postgres
+def test_a_service_without_a_cache_reads_the_thread_first_and_never_guesses(postgres_env, clock):
+    """It remembers no thread, so presuming each one new would be wrong for every thread's second run."""
+    maker = MailboxService(env=postgres_env, clock=clock)
+    maker.submit("t", "r1")
+    uncached = MailboxService(env=postgres_env, clock=clock, cache_size=0)
+    reads = count_reads(uncached)
+    uncached.submit("t", "r2")
+    uncached.submit("new-thread", "r3")
+    assert (reads, uncached.runner.retries) == ([1, 1], 0)
+    maker.close()
+    uncached.close()
+
+
+@pytest.mark.postgres
 def test_the_wrong_guess_is_refused_before_the_events_lock(postgres_env, postgres_url, clock):
     """With another session holding the events table's lock, the first try's write is still refused at
     once (its probe takes no lock) and only the retry's write waits, until the lock timeout."""
