@@ -76,11 +76,7 @@ class UnitOfWork:
             return self._aggregates[aggregate_id]  # type: ignore[no-any-return]
         if aggregate_id in self._missing:
             return None
-        cached = self._cache.get(aggregate_id) if self._cache is not None else None
-        if cached is not None:
-            self._from_cache.add(aggregate_id)
-            self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
-            self._loaded_versions[aggregate_id] = cached.version
+        if self._take_cached(aggregate_id):
             return self._aggregates[aggregate_id]  # type: ignore[no-any-return]
         self.preload([aggregate_id], kind)
         found = self._aggregates.get(aggregate_id)
@@ -97,13 +93,7 @@ class UnitOfWork:
         wanted_groups = []
         for aggregate_ids, kind in groups:
             wanted = [i for i in dict.fromkeys(aggregate_ids) if i not in self._aggregates and i not in self._missing]
-            if self._cache is not None:
-                for aggregate_id in wanted:
-                    if (cached := self._cache.get(aggregate_id)) is not None:
-                        self._from_cache.add(aggregate_id)
-                        self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
-                        self._loaded_versions[aggregate_id] = cached.version
-                wanted = [i for i in wanted if i not in self._aggregates]
+            wanted = [i for i in wanted if not self._take_cached(i)]
             if wanted:
                 wanted_groups.append((wanted, kind))
         if not wanted_groups:
@@ -127,6 +117,16 @@ class UnitOfWork:
                     self._loaded(aggregate_id, repository.get(aggregate_id))
                 except AggregateNotFoundError:
                     self._loaded(aggregate_id, None)
+
+    def _take_cached(self, aggregate_id: UUID) -> bool:
+        """Takes the aggregate from the cache into this unit, if the cache has it."""
+        cached = self._cache.get(aggregate_id) if self._cache is not None else None
+        if cached is None:
+            return False
+        self._from_cache.add(aggregate_id)
+        self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
+        self._loaded_versions[aggregate_id] = cached.version
+        return True
 
     def _loaded(self, aggregate_id: UUID, aggregate: Any) -> None:
         if aggregate is None:
@@ -215,9 +215,7 @@ class UnitOfWork:
         aggregate_id = mailbox_aggregate_id(thread_id)
         if self._cache is None or self._cache.size <= 0:
             return
-        if aggregate_id in self._aggregates or aggregate_id in self._missing:
-            return
-        if self._cache.get(aggregate_id) is not None:
+        if aggregate_id in self._aggregates or aggregate_id in self._missing or self._take_cached(aggregate_id):
             return
         self._missing.add(aggregate_id)
         self._presumed.add(aggregate_id)
