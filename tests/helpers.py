@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
 from run_mailbox.domain import DispatchRecord
 
 
@@ -33,3 +36,10 @@ def count_reads(service: Any) -> list[int]:
 
     service.recorder.read_aggregates = counting
     return calls
+
+
+def hold_events_lock(postgres_url: str, schema: str) -> psycopg.Connection[Any]:
+    """A session holding the events table's EXCLUSIVE lock until it is closed (not autocommit)."""
+    holder = psycopg.connect(postgres_url)
+    holder.execute(sql.SQL("LOCK TABLE {}.mailboxservice_events IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
+    return holder

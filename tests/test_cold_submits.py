@@ -5,13 +5,11 @@ thread would have."""
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from run_mailbox import DedupeKeyConflict, DispatchStatus, DuplicateRun, MailboxService
 from run_mailbox.domain import StoreTimeout
-from tests.helpers import count_reads
+from tests.helpers import count_reads, hold_events_lock
 
 
 @pytest.mark.postgres
@@ -58,11 +56,8 @@ def test_the_wrong_guess_is_refused_before_the_events_lock(postgres_env, postgre
     maker = MailboxService(env=postgres_env, clock=clock)
     maker.submit("t", "r1")
     other = MailboxService(env={**postgres_env, "MAILBOX_LOCK_TIMEOUT_MS": "300"}, clock=clock)
-    with psycopg.connect(postgres_url) as holder:  # not autocommit: the lock lasts until the block ends
-        table = sql.Identifier(postgres_env["POSTGRES_SCHEMA"], "mailboxservice_events")
-        holder.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))
-        with pytest.raises(StoreTimeout):
-            other.submit("t", "r2")
+    with hold_events_lock(postgres_url, postgres_env["POSTGRES_SCHEMA"]), pytest.raises(StoreTimeout):
+        other.submit("t", "r2")  # the lock is held until the block ends
     assert other.runner.retries == 1, "the first write waited for the lock instead of being refused before it"
     assert [d.run_id for d in maker.list_dispatches("t")] == ["r1"]
     maker.close()

@@ -23,6 +23,7 @@ from run_mailbox import Limits
 from run_mailbox.domain import MailboxError, StoreTimeout, StoreUnavailable
 from run_mailbox.infrastructure.persistence.rows import IdempotencyRow
 from run_mailbox.infrastructure.service import MailboxService
+from tests.helpers import hold_events_lock
 
 pytestmark = pytest.mark.postgres
 
@@ -113,12 +114,6 @@ def test_a_large_commit_returns_and_releases_the_events_lock(
 # ---------------------------------------------------------------------- 2. timeouts
 
 
-def _hold_events_lock(postgres_url: str, schema: str) -> psycopg.Connection[Any]:
-    holder = psycopg.connect(postgres_url)  # not autocommit: the lock lasts until rollback
-    holder.execute(sql.SQL("LOCK TABLE {}.mailboxservice_events IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
-    return holder
-
-
 @pytest.mark.parametrize(
     ("settings", "reason"),
     [
@@ -132,7 +127,7 @@ def test_a_write_stuck_behind_the_events_lock_ends_with_store_timeout(postgres_e
     try:
         app.submit(T, "r0", dispatch_id="d0")
         head = app.recorder.max_notification_id()
-        holder = _hold_events_lock(postgres_url, postgres_env["POSTGRES_SCHEMA"])
+        holder = hold_events_lock(postgres_url, postgres_env["POSTGRES_SCHEMA"])
         try:
             started = time.monotonic()
             with pytest.raises(StoreTimeout, match=reason):
@@ -161,7 +156,7 @@ def test_a_write_that_presumed_a_stored_aggregate_new_is_refused_without_waiting
         stored = _event()
         app.recorder.insert_events([stored])
         head = app.recorder.max_notification_id()
-        holder = _hold_events_lock(postgres_url, postgres_env["POSTGRES_SCHEMA"])
+        holder = hold_events_lock(postgres_url, postgres_env["POSTGRES_SCHEMA"])
         try:
             write = partial(app.recorder.insert_events, [_event(), stored], presumed_new=[stored.originator_id])
             again = within(30, write, holder.close)
