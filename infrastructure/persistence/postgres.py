@@ -41,7 +41,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg.types.json import Jsonb
 
-from run_mailbox.infrastructure.persistence import migrations, pg_reindex, pg_schema
+from run_mailbox.infrastructure.persistence import migrations, pg_pool, pg_reindex, pg_schema
 from run_mailbox.infrastructure.persistence.pg_errors import StorePolicy
 from run_mailbox.infrastructure.persistence.pg_statements import Statements
 from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow
@@ -86,6 +86,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         self.insert_events_statement = self.sql.insert_events
         self.policy = StorePolicy(datastore)
         self.configure(StoreTimeouts())
+        pg_pool.hand_out_recent_first(datastore.pool)
 
     def configure(self, timeouts: StoreTimeouts) -> None:
         """Sets the timeouts: the lock timeout of every write, the others of every pooled connection."""
