@@ -36,6 +36,7 @@ from run_mailbox.domain.errors import ConcurrencyConflict, IdempotencyConflict, 
 from run_mailbox.domain.limits import DEFAULT, Limits
 from run_mailbox.domain.values import MAX_MILLIS
 from run_mailbox.infrastructure.aggregate_cache import AggregateCache
+from run_mailbox.infrastructure.claim_reservations import ClaimReservations, ReservationHold
 from run_mailbox.infrastructure.handlers import handler_for
 from run_mailbox.infrastructure.observe import DEFAULT_OBSERVER, CommandObserver, Observation
 from run_mailbox.infrastructure.persistence.ready_heads import head_of
@@ -87,6 +88,8 @@ class CommandRunner:
         self.max_conflict_retries = max_conflict_retries
         self.cache = cache
         self._mapper = mapper
+        self.reservations = ClaimReservations()
+        """The threads this service's concurrent ``claim_next`` are about to claim (``claim_reservations``)."""
         self._count_lock = threading.Lock()
         self.transactions = 0
         """Transactions committed (for benchmarks and tests)."""
@@ -117,6 +120,7 @@ class CommandRunner:
             seen.attempts = attempt + 1
             if key is not None and attempt > 0 and (found := self._tables.find_idempotency(key)) is not None:
                 return _replay(found, command, digest, adapter, seen)
+            hold = ReservationHold(self.reservations)
             uow = UnitOfWork(
                 self._repository,
                 now=now,
@@ -126,32 +130,36 @@ class CommandRunner:
                 unsnapshotted=self._unsnapshotted,
                 cache=self.cache,
                 mapper=self._mapper,
+                claims=hold,
             )
             try:
-                result: R = handler(command, uow)
-            except MailboxError:
-                if attempt + 1 < self.max_conflict_retries and uow.read_is_stale():
+                try:
+                    result: R = handler(command, uow)
+                except MailboxError:
+                    if attempt + 1 < self.max_conflict_retries and uow.read_is_stale():
+                        self._forget(uow)
+                        continue
+                    # A concurrent copy of this keyed command may have committed between the key's
+                    # lookup and this attempt's reads (the refusal is then its effect): replay it.
+                    if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                        return _replay(found, command, digest, adapter, seen)
+                    raise
+                except BaseException:
                     self._forget(uow)
-                    continue
-                # A concurrent copy of this keyed command may have committed between the key's
-                # lookup and this attempt's reads (the refusal is then its effect): replay it.
-                if key is not None and (found := self._tables.find_idempotency(key)) is not None:
+                    raise
+                # This outcome will not record the key, so the store cannot refuse a duplicate: ask it
+                # (later attempts asked before they began).
+                unkeyed_save = attempt == 0 and uow.error_after_save is not None
+                if key is not None and unkeyed_save and (found := self._tables.find_idempotency(key)) is not None:
                     return _replay(found, command, digest, adapter, seen)
-                raise
-            except BaseException:
+                if self._commit(uow, command, digest, adapter, result):
+                    self._remember(uow)
+                    if uow.error_after_save is not None:
+                        raise uow.error_after_save
+                    return result
                 self._forget(uow)
-                raise
-            # This outcome will not record the key, so the store cannot refuse a duplicate: ask it
-            # (later attempts asked before they began).
-            unkeyed_save = attempt == 0 and uow.error_after_save is not None
-            if key is not None and unkeyed_save and (found := self._tables.find_idempotency(key)) is not None:
-                return _replay(found, command, digest, adapter, seen)
-            if self._commit(uow, command, digest, adapter, result):
-                self._remember(uow)
-                if uow.error_after_save is not None:
-                    raise uow.error_after_save
-                return result
-            self._forget(uow)
+            finally:
+                hold.release()
         raise ConcurrencyConflict(command.name, self.max_conflict_retries)
 
     def _remember(self, uow: UnitOfWork) -> None:

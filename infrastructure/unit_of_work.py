@@ -21,6 +21,7 @@ from run_mailbox.domain.mailbox import ThreadMailbox
 from run_mailbox.domain.run import Run
 from run_mailbox.domain.thread_log import ThreadLog, ThreadMessage, message_aggregate_id, thread_log_id
 from run_mailbox.infrastructure.aggregate_cache import AggregateCache
+from run_mailbox.infrastructure.claim_reservations import ReservationHold
 from run_mailbox.infrastructure.persistence.rows import MailboxTables, ReadyThread
 
 A = TypeVar("A")
@@ -53,8 +54,11 @@ class UnitOfWork:
         unsnapshotted: Repository[UUID] | None = None,
         cache: AggregateCache | None = None,
         mapper: Any = None,
+        claims: ReservationHold | None = None,
     ) -> None:
         self._repository = repository
+        self.claims = claims or ReservationHold(None)
+        """The threads this attempt holds from the service's concurrent claims (``claim_reservations``)."""
         self._mapper = mapper
         self._read_many = getattr(tables, "read_aggregates", None) if mapper is not None else None
         self._cache = cache

@@ -12,6 +12,7 @@ from run_mailbox.domain.reasons import FENCED_AT
 from run_mailbox.domain.values import DispatchStatus, TerminationReason
 from run_mailbox.infrastructure.handlers.fence import fence, supersede_claimed
 from run_mailbox.infrastructure.handlers.outcomes import start
+from run_mailbox.infrastructure.persistence.rows import ReadyThread
 from run_mailbox.infrastructure.unit_of_work import UnitOfWork
 
 
@@ -59,10 +60,10 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
     claiming at the same time, and they would all retry on the same best candidates: it reads a
     window ``2 * attempt + 2`` batches wide and takes one batch-sized block of it at random, so
     racing workers spread over the queue's head. Nothing starves: every first attempt takes the
-    best."""
+    best, but for the threads a concurrent ``claim_next`` of this service holds (``claim_reservations``):
+    those it skips, as a row queue's ``SKIP LOCKED`` would, reading as much wider."""
     blocks = 1 if uow.attempt == 0 else min(2 * uow.attempt + 2, 16)
-    window = cmd.limit * blocks + SPARE_CANDIDATES
-    threads = uow.tables.ready_threads(uow.now, window, runs=cmd.start)
+    threads = _candidates(uow, cmd.limit * blocks + SPARE_CANDIDATES, cmd.start)
     candidates = list(dict.fromkeys(t.thread_id for t in threads))
     uow.preload_candidates(threads, runs=cmd.start)  # one read, whatever is not in the cache
     picks: list[tuple[tuple[int, int, str], ThreadMailbox, str]] = []
@@ -85,7 +86,25 @@ def claim_next(cmd: ClaimNext, uow: UnitOfWork) -> list[DispatchRecord]:
         grant(uow, mailbox, uow.dispatch(best), cmd.consumer_id, cmd.lease_ms, cmd.start) for _, mailbox, best in taken
     ]
     uow.unread_spares(threads, {best for _, _, best in taken})
+    uow.claims.release(keep={mailbox.record.thread_id for _, mailbox, _ in taken})
     return granted
+
+
+READS_PAST_RESERVATIONS = 3
+"""How often a claim reads wider when concurrent claims of the service hold its candidates."""
+
+
+def _candidates(uow: UnitOfWork, window: int, runs: bool) -> list[ReadyThread]:
+    """The best ``window`` ready threads no concurrent ``claim_next`` of this service holds, now held by
+    this claim: read as much wider as they hold, and again if they took more meanwhile."""
+    threads: list[ReadyThread] = []
+    for _ in range(READS_PAST_RESERVATIONS):
+        wanted = window + uow.claims.elsewhere()
+        read = uow.tables.ready_threads(uow.now, wanted, runs=runs)
+        threads = uow.claims.reserve(read)
+        if len(threads) >= window or len(read) < wanted:
+            break
+    return threads
 
 
 def extend_lease(cmd: ExtendLease, uow: UnitOfWork) -> bool:
