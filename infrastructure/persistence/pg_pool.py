@@ -5,7 +5,7 @@ longest, so a single worker thread cycles through every connection the pool hold
 up to 16 after a burst), and each command meets a backend that has sat idle through the others'
 commands. On the 2 vCPU machines the benchmarks run on, a round trip to such a backend is slower:
 one producer submitting over a pool of five was 30% slower than over the same pool taking the
-connection it had just returned (docs/performance.md, "Connections handed out most recent first").
+connection it had just returned (decision 0015; docs/performance.md, "2026-12-03 evening").
 
 psycopg_pool has no setting for the order, so this turns its queue of idle connections into a stack:
 a checkout takes the right end, where a returned connection is put. Only the order changes: the
