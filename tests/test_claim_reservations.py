@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from run_mailbox import MailboxService
 from run_mailbox.infrastructure.claim_reservations import ClaimReservations
@@ -60,6 +62,29 @@ def test_a_claim_that_fails_gives_back_what_it_held(service):
     service.runner._save = save
     assert held(service) == 0
     assert [d.thread_id for d in service.claim_next(consumer_id="w", limit=2)] == ["t0", "t1"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    priorities=st.lists(st.integers(0, 3), min_size=1, max_size=14),
+    held_elsewhere=st.sets(st.integers(0, 13)),
+    limit=st.integers(1, 6),
+)
+def test_claim_next_takes_the_best_threads_nobody_else_holds_in_claim_order_and_keeps_nothing(
+    priorities, held_elsewhere, limit
+):
+    """Property: whatever threads a concurrent claim holds, ``claim_next(limit)`` returns the best
+    ``limit`` of the others in claim order (priority, then creation, then dispatch id), never a held
+    one, and afterwards only the other claim's reservations remain."""
+    service = MailboxService(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=lambda: 1_000)
+    for n, priority in enumerate(priorities):
+        service.submit(f"t{n}", f"r{n}", priority=priority, dispatch_id=f"d{n:02d}")
+    others = sorted(h for h in held_elsewhere if h < len(priorities))
+    service.runner.reservations.take(object(), [f"t{n}" for n in others])
+    claimed = service.claim_next(consumer_id="w", limit=limit)
+    free = sorted((p, f"d{n:02d}", f"t{n}") for n, p in enumerate(priorities) if n not in others)
+    assert [d.thread_id for d in claimed] == [t for _, _, t in free[:limit]]
+    assert held(service) == len(others)
 
 
 def test_reservations_belong_to_one_holder_at_a_time():
