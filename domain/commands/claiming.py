@@ -53,8 +53,9 @@ class ClaimDispatch(Command[DispatchRecord | None]):
 @command_model
 class ClaimNext(Command[list[DispatchRecord]]):
     """Claims up to ``limit`` of the best ready dispatches across threads, at most one per thread,
-    in one transaction (best first: priority, then age). With ``start``, also records the start
-    of each (as ``record_start`` would, in the same transaction): the records come back running."""
+    in one transaction (best first: priority, then age), passing over the threads another
+    ``claim_next`` of the same service is claiming at that moment. With ``start``, also records the
+    start of each (as ``record_start`` would, in the same transaction): the records come back running."""
 
     name: ClassVar[str] = "claim_next"
     result_type: ClassVar[Any] = list[DispatchRecord]
