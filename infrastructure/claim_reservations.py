@@ -44,11 +44,18 @@ class ClaimReservations:
 
 
 class ReservationHold:
-    """What one attempt of one command holds (nothing, without ``reservations``)."""
+    """What one attempt of one command holds (nothing, without ``reservations``); as a context
+    manager, all of it is given back when the attempt ends, however it ends."""
 
     def __init__(self, reservations: ClaimReservations | None) -> None:
         self._reservations = reservations
         self._held: list[str] = []
+
+    def __enter__(self) -> ReservationHold:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
     def elsewhere(self) -> int:
         """How many threads the service's concurrent claims hold: a claim reads that much wider."""

@@ -120,19 +120,18 @@ class CommandRunner:
             seen.attempts = attempt + 1
             if key is not None and attempt > 0 and (found := self._tables.find_idempotency(key)) is not None:
                 return _replay(found, command, digest, adapter, seen)
-            hold = ReservationHold(self.reservations)
-            uow = UnitOfWork(
-                self._repository,
-                now=now,
-                tables=self._tables,
-                ids=ids,
-                attempt=attempt,
-                unsnapshotted=self._unsnapshotted,
-                cache=self.cache,
-                mapper=self._mapper,
-                claims=hold,
-            )
-            try:
+            with ReservationHold(self.reservations) as hold:  # what a claim holds, until this attempt ends
+                uow = UnitOfWork(
+                    self._repository,
+                    now=now,
+                    tables=self._tables,
+                    ids=ids,
+                    attempt=attempt,
+                    unsnapshotted=self._unsnapshotted,
+                    cache=self.cache,
+                    mapper=self._mapper,
+                    claims=hold,
+                )
                 try:
                     result: R = handler(command, uow)
                 except MailboxError:
@@ -158,8 +157,6 @@ class CommandRunner:
                         raise uow.error_after_save
                     return result
                 self._forget(uow)
-            finally:
-                hold.release()
         raise ConcurrencyConflict(command.name, self.max_conflict_retries)
 
     def _remember(self, uow: UnitOfWork) -> None:
