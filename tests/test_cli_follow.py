@@ -22,19 +22,35 @@ STORE_VARIABLES = ("PERSISTENCE_MODULE", "MAILBOX_DATABASE_URL", "POSTGRES_DBNAM
 
 
 class Follower:
-    """``mailbox ... follow --json`` in a subprocess, its progress lines read as they come."""
+    """``mailbox ... follow --json`` in a subprocess, its progress lines read as they come.
+
+    stderr is read on a thread of its own too (a child that fills an unread pipe blocks), and the
+    child runs with faulthandler on: if it does not stop, SIGABRT makes it print every thread's
+    stack, and the test fails with them."""
 
     def __init__(self, options: list[str], env: dict[str, str]) -> None:
         command = [sys.executable, "-m", "run_mailbox.cli.main", *options, "follow", "--interval", "0.1", "--json"]
+        env = {**env, "PYTHONFAULTHANDLER": "1"}
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[dict] = queue.Queue()
         self.seen: list[dict] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.stderr: list[str] = []
+        self.readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.put(json.loads(line))
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line)
 
     def wait_for(self, predicate, timeout: float = 30.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -42,20 +58,30 @@ class Follower:
             try:
                 report = self.lines.get(timeout=0.2)
             except queue.Empty:
-                assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
+                assert self.process.poll() is None, "".join(self.stderr)
                 continue
             self.seen.append(report)
             if predicate(report):
                 return report
         raise AssertionError(f"no such report in {timeout} s; last: {self.seen[-1:]}")
 
-    def stop(self, signum: int) -> tuple[int, str]:
+    def stop(self, signum: int, timeout: float = 30.0) -> tuple[int, str]:
         self.process.send_signal(signum)
-        code = self.process.wait(timeout=30)
-        time.sleep(0.2)  # let the reader thread take the last lines
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            self.process.wait(timeout=10)
+            self._join_readers()
+            raise AssertionError(f"follow did not stop in {timeout} s; its threads:\n{''.join(self.stderr)}") from None
+        self._join_readers()
         while not self.lines.empty():
             self.seen.append(self.lines.get())
-        return code, self.process.stderr.read() if self.process.stderr else ""
+        return code, "".join(self.stderr)
+
+    def _join_readers(self) -> None:
+        for reader in self.readers:
+            reader.join(timeout=5)
 
 
 def caught_up_to(end: int):

@@ -248,3 +248,29 @@ def test_following_views_see_new_events_without_a_catch_up_call(service, host):
         for thread in threads:
             thread.join(timeout=5)
     assert not any(thread.is_alive() for thread in threads)
+
+
+@pytest.mark.postgres
+def test_closing_the_host_ends_the_listening_threads_of_a_subscription_no_view_thread_stopped(postgres_env):
+    """The library's listening threads are not daemons: one left running keeps a process from exiting. The host
+    stops every live subscription it opened when it closes, whether or not its view thread got to do it."""
+    import threading
+    import time
+
+    service = MailboxService(env=postgres_env)
+    host = ViewHost(service)
+    before = {t for t in threading.enumerate() if not t.daemon}
+    try:
+        subscription = host._subscribe(0)  # as a view thread would, then never reaching its own stop
+        service.submit("t", "r")
+        assert next(iter(subscription))[0] >= 1
+        started = {t for t in threading.enumerate() if not t.daemon} - before
+        assert started, "the subscription started no thread: the test would prove nothing"
+        host.close()  # the service and its pool stay open: only the host's close can end them
+        deadline = time.monotonic() + 5
+        while any(t.is_alive() for t in started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [t.name for t in started if t.is_alive()]
+    finally:
+        host.close()
+        service.close()

@@ -61,6 +61,7 @@ class ViewHost:
         self.stores: dict[str, ViewStore] = {view.name: self._store_for(view) for view in views}
         self.observer: ApplyObserver | None = None
         """Wraps every batch the host's runners apply (``run_mailbox.instrument_views`` sets it)."""
+        self._subscriptions: list[DecodedSubscription] = []
 
     def _store_for(self, view: View) -> ViewStore:
         factory = self.service.factory
@@ -114,7 +115,9 @@ class ViewHost:
         return threads
 
     def _subscribe(self, after: int) -> DecodedSubscription:
-        return DecodedSubscription(self.service.recorder, self.service.mapper, after)
+        subscription = DecodedSubscription(self.service.recorder, self.service.mapper, after)
+        self._subscriptions.append(subscription)
+        return subscription
 
     def rebuild(self, name: str, progress: Progress | None = None) -> tuple[int, float]:
         """Rebuilds one view into fresh tables and swaps them in; returns (log events read, seconds).
@@ -147,6 +150,11 @@ class ViewHost:
         return diffs, check_invariants(self.service)
 
     def close(self) -> None:
+        """Stops every live subscription (even one whose view thread is stuck: the library's listening
+        threads are not daemons and would keep the process alive) and closes the stores."""
+        for subscription in self._subscriptions:
+            subscription.stop()
+        self._subscriptions.clear()
         for store in self.stores.values():
             close = getattr(store, "close", None)
             if close is not None:

@@ -21,6 +21,8 @@ from run_mailbox.infrastructure.settings import describe
 from run_mailbox.infrastructure.views.host import ViewHost
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_TIMEOUT_S = 10.0
+"""How long ``follow`` waits, all views together, for its views to finish their batch once told to stop."""
 
 
 def positions(host: ViewHost) -> dict[str, Any]:
@@ -99,10 +101,14 @@ def follow(
             threads = host.follow(stop)
             while not stop.wait(interval):
                 report("following", quiet=True)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
             for thread in threads:
-                thread.join(timeout=10.0)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if failures:
                 raise CliError(f"a view stopped: {failures[0]}")
+            stuck = [thread.name for thread in threads if thread.is_alive()]
+            if stuck:
+                raise CliError(f"{', '.join(stuck)} did not stop within {STOP_TIMEOUT_S:g} s")
             report("stopped")
     finally:
         threading.excepthook = previous_hook
