@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -108,6 +110,7 @@ def follow(
                 raise CliError(f"a view stopped: {failures[0]}")
             stuck = [thread.name for thread in threads if thread.is_alive()]
             if stuck:
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # where they are stuck, for the operator
                 raise CliError(f"{', '.join(stuck)} did not stop within {STOP_TIMEOUT_S:g} s")
             report("stopped")
     finally:
