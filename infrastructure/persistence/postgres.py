@@ -35,13 +35,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import Notification, StoredEvent
-from eventsourcing.postgres import PgStoredEvent, PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg.types.json import Jsonb
 
-from run_mailbox.infrastructure.persistence import migrations, pg_pool, pg_reindex, pg_schema
+from run_mailbox.infrastructure.persistence import migrations, pg_event_rows, pg_pool, pg_reindex, pg_schema
 from run_mailbox.infrastructure.persistence.pg_errors import StorePolicy
 from run_mailbox.infrastructure.persistence.pg_statements import Statements
 from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow
@@ -144,14 +144,11 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         # Built before the transaction: a failure here leaves nothing behind and holds no lock.
-        rows = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
+        rows = pg_event_rows.event_rows(self, stored_events)
         return self._call("write", lambda: self._write(stored_events, rows, **kwargs))
 
     def _write(
-        self, stored_events: Sequence[StoredEvent], rows: list[PgStoredEvent], **kwargs: Any
+        self, stored_events: Sequence[StoredEvent], rows: pg_event_rows.EventRows, **kwargs: Any
     ) -> list[int] | None:
         params = self._write_params(rows, **kwargs)
         with self.datastore.get_connection() as conn:
@@ -159,9 +156,9 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             with conn.cursor() as curs:
                 curs.execute(self.sql.write, params)
                 ids = [row["notification_id"] for row in curs.fetchall()]
-        return ids if rows else None
+        return ids if stored_events else None
 
-    def _write_params(self, rows: list[PgStoredEvent], **kwargs: Any) -> list[Any]:
+    def _write_params(self, rows: pg_event_rows.EventRows, **kwargs: Any) -> list[Any]:
         read_versions: dict[UUID, int] = kwargs.get("read_versions") or {}
         key: IdempotencyRow | None = kwargs.get("idempotency")
         heads: Mapping[str, ReadyHeadRow | None] = kwargs.get("head_rows") or {}
@@ -176,8 +173,10 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         return [self.timeouts.lock_ms, rows, Jsonb(side, dumps=_dumps)]
 
     def _configure_session(self, conn: Any) -> None:
-        """The statement and idle-in-transaction timeouts, set once on each pooled connection."""
+        """The statement and idle-in-transaction timeouts, set once on each pooled connection, and the
+        dumper of packed events (on the connection only: nothing global changes for the host app)."""
         if self._sessions.get(conn) != self._session_settings:
+            conn.adapters.register_dumper(pg_event_rows.PackedEvents, pg_event_rows.PackedEventsDumper)
             conn.execute(self._session_settings, prepare=False)
             self._sessions[conn] = self._session_settings
 
