@@ -8,8 +8,9 @@
 2. ``submit`` (an append) median latency on a log of ``--base-log`` and of ``--log`` events (the log
    is filled by COPY with events no command reads), on Postgres; the aim is within 1.1x.
 
-Each case runs on a fresh schema; after loading, the tables are ANALYZEd (as autovacuum would) and
-the server CHECKPOINTs (so the load's own writes are not flushed during the samples).
+The small and the big store of a case are loaded side by side, each on a fresh schema; then the tables are
+ANALYZEd (as autovacuum would) and the server CHECKPOINTs (so the loads' own writes are not flushed during the
+samples), and the samples alternate between the two stores, so the machine's background load hits both alike.
 The view rebuild rate and memory at 1e4 and 1e6 events: ``python -m bench.rebuild --events 1000000
 --checkpoints 10000,1000000``.
 """
@@ -17,6 +18,8 @@ The view rebuild rate and memory at 1e4 and 1e6 events: ``python -m bench.rebuil
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import statistics
 import time
 import uuid
@@ -48,62 +51,102 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def claim_latency(queued: int, samples: int, console: Console) -> float:
-    """Claims by a worker that did not queue the backlog (a service of its own, as a worker process
-    would be): what it claims is never in its cache, whatever the backlog's size."""
-    with fresh_store("postgres") as env:
-        producer = MailboxService(env=env)
-        started = time.perf_counter()
-        runs = [Submit(f"t{n // PER_THREAD}", f"r{n}", priority=128 - n % 3) for n in range(queued)]
-        for start in range(0, queued, BATCH):
-            producer.submit_many(runs[start : start + BATCH])
-        producer.close()
-        _settle(env)
-        console.log(f"backlog of {queued:,} queued dispatches in {time.perf_counter() - started:.1f} s")
-        worker = MailboxService(env=env)
-        timings = []
-        for n in range(WARM_UP + samples):
-            t0 = time.perf_counter()
-            (claimed,) = worker.claim_next(consumer_id="w", limit=1)
-            if n >= WARM_UP:
-                timings.append(time.perf_counter() - t0)
-            worker.ack(claimed.dispatch_id, claim_token=claimed.claim_token or "")
-        worker.close()
-        return _median_ms(timings)
+Sample = Callable[[], float]
 
 
-def _fill(env: dict[str, str], events: int) -> None:
+def _load_backlog(env: dict[str, str], queued: int, console: Console) -> None:
+    """``queued`` dispatches, five per thread, queued with ``submit_many`` by a service of their own."""
+    producer = MailboxService(env=env)
+    started = time.perf_counter()
+    runs = [Submit(f"t{n // PER_THREAD}", f"r{n}", priority=128 - n % 3) for n in range(queued)]
+    for start in range(0, queued, BATCH):
+        producer.submit_many(runs[start : start + BATCH])
+    producer.close()
+    console.log(f"backlog of {queued:,} queued dispatches in {time.perf_counter() - started:.1f} s")
+
+
+def _claims(worker: MailboxService) -> Sample:
+    """Seconds of one ``claim_next(limit=1)`` by a worker that did not queue the backlog (a service of its own,
+    as a worker process would be: what it claims is never in its cache); the claim is then acked, untimed."""
+
+    def sample() -> float:
+        t0 = time.perf_counter()
+        (claimed,) = worker.claim_next(consumer_id="w", limit=1)
+        seconds = time.perf_counter() - t0
+        worker.ack(claimed.dispatch_id, claim_token=claimed.claim_token or "")
+        return seconds
+
+    return sample
+
+
+def _fill(env: dict[str, str], events: int, console: Console) -> None:
     """``events`` stored events that no command reads, copied straight into the events table."""
+    started = time.perf_counter()
     table = sql.SQL("{}.mailboxservice_events").format(sql.Identifier(env["POSTGRES_SCHEMA"]))
     with psycopg.connect(f"{PG_CONNINFO} dbname={PG_DBNAME}") as conn, conn.cursor() as cur:
         copy = sql.SQL("COPY {} (originator_id, originator_version, topic, state) FROM STDIN").format(table)
         with cur.copy(copy) as out:
             for n in range(events):
                 out.write_row((uuid.uuid4(), 1, "Bench.Filler", b'{"v":1,"n":%d}' % n))
+    console.log(f"log of {events:,} events in {time.perf_counter() - started:.1f} s")
 
 
-def append_latency(log: int, samples: int, console: Console) -> float:
-    with fresh_store("postgres") as env:
-        service = MailboxService(env=env)
-        started = time.perf_counter()
-        _fill(env, log)
-        _settle(env)
-        console.log(f"log of {log:,} events in {time.perf_counter() - started:.1f} s")
-        for n in range(20):  # warm the pool and the plans
-            service.submit(f"warm-{n}", f"warm-{n}")
-        timings = []
-        for n in range(samples):
-            t0 = time.perf_counter()
-            service.submit(f"t{n}", f"r{n}")
-            timings.append(time.perf_counter() - t0)
-        service.close()
-        return _median_ms(timings)
+def _appends(service: MailboxService) -> Sample:
+    """Seconds of one ``submit`` to a new thread."""
+    count = itertools.count()
+    for n in range(20):  # warm the pool and the plans
+        service.submit(f"warm-{n}", f"warm-{n}")
+
+    def sample() -> float:
+        n = next(count)
+        t0 = time.perf_counter()
+        service.submit(f"t{n}", f"r{n}")
+        return time.perf_counter() - t0
+
+    return sample
 
 
-def _pair(name: str, measure: Callable[[int], float], small: int, big: int, aim: float, table: Table) -> None:
-    little, large = measure(small), measure(big)
+def _alternating(small: Sample, big: Sample, samples: int) -> tuple[float, float]:
+    """Median ms of each, their samples taken in turns (which goes first alternates), after a warm-up."""
+    timings: tuple[list[float], list[float]] = ([], [])
+    for n in range(WARM_UP + samples):
+        for side in (0, 1) if n % 2 == 0 else (1, 0):
+            seconds = (small, big)[side]()
+            if n >= WARM_UP:
+                timings[side].append(seconds)
+    return _median_ms(timings[0]), _median_ms(timings[1])
+
+
+def _pair(name: str, sizes: tuple[int, int], medians: tuple[float, float], aim: float, table: Table) -> None:
+    (small, big), (little, large) = sizes, medians
     ratio = large / little
     table.add_row(name, f"{little:.2f} ms ({small:,})", f"{large:.2f} ms ({big:,})", f"{ratio:.2f}x", f"<= {aim}x")
+
+
+def claim_case(small: int, big: int, samples: int, console: Console, table: Table) -> None:
+    with contextlib.ExitStack() as stack:
+        envs = [stack.enter_context(fresh_store("postgres")) for _ in (small, big)]
+        for env, queued in zip(envs, (small, big), strict=True):
+            _load_backlog(env, queued, console)
+        _settle(envs[0])
+        workers = [MailboxService(env=env) for env in envs]
+        for worker in workers:
+            stack.callback(worker.close)
+        medians = _alternating(_claims(workers[0]), _claims(workers[1]), samples)
+    _pair("claim_next(limit=1)", (small, big), medians, 1.5, table)
+
+
+def append_case(small: int, big: int, samples: int, console: Console, table: Table) -> None:
+    with contextlib.ExitStack() as stack:
+        envs = [stack.enter_context(fresh_store("postgres")) for _ in (small, big)]
+        services = [MailboxService(env=env) for env in envs]  # makes the tables the log is copied into
+        for service in services:
+            stack.callback(service.close)
+        for env, events in zip(envs, (small, big), strict=True):
+            _fill(env, events, console)
+        _settle(envs[0])
+        medians = _alternating(_appends(services[0]), _appends(services[1]), samples)
+    _pair("submit (append)", (small, big), medians, 1.1, table)
 
 
 def main() -> None:
@@ -119,10 +162,8 @@ def main() -> None:
     table = Table(title="flat cost on Postgres (median latency; the ratio of the big case to the small one)")
     for column in ("case", "small", "big", "ratio", "aim"):
         table.add_column(column, justify="left" if column == "case" else "right")
-    _pair(
-        "claim_next(limit=1)", lambda n: claim_latency(n, args.samples, console), args.small, args.backlog, 1.5, table
-    )
-    _pair("submit (append)", lambda n: append_latency(n, args.samples, console), args.base_log, args.log, 1.1, table)
+    claim_case(args.small, args.backlog, args.samples, console, table)
+    append_case(args.base_log, args.log, args.samples, console, table)
     console.print(table)
 
 
