@@ -20,14 +20,19 @@ from run_mailbox.infrastructure.service import MailboxService
 
 pytestmark = pytest.mark.postgres
 
-topics = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=80)
-events = st.builds(
-    StoredEvent,
-    originator_id=st.uuids(),
-    originator_version=st.integers(min_value=1, max_value=2**63 - 1),
-    topic=topics,
-    state=st.binary(max_size=2_000) | st.binary(max_size=50).map(lambda b: b"\x00" + b + b"\x00"),  # NULs at the ends
-)
+
+def stored_events(topic_characters: st.SearchStrategy[str]) -> st.SearchStrategy[StoredEvent]:
+    return st.builds(
+        StoredEvent,
+        originator_id=st.uuids(),
+        originator_version=st.integers(min_value=1, max_value=2**63 - 1),
+        topic=st.text(topic_characters, min_size=1, max_size=80),
+        state=st.binary(max_size=2_000) | st.binary(max_size=50).map(lambda b: b"\x00" + b + b"\x00"),  # end NULs
+    )
+
+
+ascii_events = stored_events(st.characters(max_codepoint=127, blacklist_characters="\x00"))
+any_events = stored_events(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
 
 
 @pytest.fixture
@@ -54,13 +59,14 @@ def composites(recorder: Any, stored: list[StoredEvent]) -> list[Any]:
     return [recorder.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state) for e in stored]
 
 
-@given(stored=st.lists(events, max_size=6))
+@given(stored=st.lists(ascii_events, max_size=6) | st.lists(any_events, max_size=6))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_packed_events_read_back_as_the_same_rows_as_psycopgs_composites(recorder, stored):
     """Property: for any events, the server reads the packed array as the same rows, in the same order,
-    as the array psycopg dumps from the library's composites."""
+    as the array psycopg dumps from the library's composites (events with a topic beyond ASCII are left to
+    psycopg, which encodes text in the connection's client encoding)."""
     packed = pg_event_rows.event_rows(recorder, stored)
-    assert isinstance(packed, pg_event_rows.PackedEvents)
+    assert isinstance(packed, pg_event_rows.PackedEvents) == all(e.topic.isascii() for e in stored)
     expected = [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored]
     assert read_back(recorder, packed) == expected == read_back(recorder, composites(recorder, stored))
 

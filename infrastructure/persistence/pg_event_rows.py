@@ -54,11 +54,17 @@ class PackedEventsDumper(Dumper):
 
 
 def event_rows(recorder: PostgresApplicationRecorder, events: Sequence[StoredEvent]) -> EventRows:
-    """``events`` packed here when the recorder's row type is registered and has the shape that packs,
+    """``events`` packed here when the recorder's row type is registered and has the shape that packs and
+    every topic is ASCII (the same bytes in every client encoding; the library's topics are module paths),
     else as the library's composites (which raise the library's error when the type is not registered)."""
     name = recorder.stored_event_type_name
     info = recorder.datastore.psycopg_type_adapters.get(name)
-    if info and name in recorder.datastore.psycopg_python_types and packs(info.field_types):
+    if (
+        info
+        and name in recorder.datastore.psycopg_python_types
+        and packs(info.field_types)
+        and all(e.topic.isascii() for e in events)
+    ):
         return pack_events(info.oid, events)
     return [recorder.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state) for e in events]
 
@@ -69,7 +75,8 @@ def packs(field_types: Sequence[int]) -> bool:
 
 
 def pack_events(row_type_oid: int, events: Sequence[StoredEvent]) -> PackedEvents:
-    """``events`` as an array of the row type whose oid is ``row_type_oid`` (fields: ``FIELD_TYPES``)."""
+    """``events`` as an array of the row type whose oid is ``row_type_oid`` (fields: ``FIELD_TYPES``), each
+    topic in UTF-8 (``event_rows`` packs only ASCII ones)."""
     if not events:
         return PackedEvents(_EMPTY.pack(0, 0, row_type_oid))
     parts: list[bytes] = [_HEADER.pack(1, 0, row_type_oid, len(events), 1)]
