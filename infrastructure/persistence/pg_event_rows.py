@@ -9,7 +9,8 @@ length and the record (four fields, each with its type's oid and length). The wr
 the parameter to the array type (``%b::stored_event_uuid[]``), so it is sent with no type of its own
 and the server reads it with that type's receive function, which checks every oid it carries.
 
-A row type of another shape (text originator ids) is left to psycopg's composite dumper.
+A row type of another shape (text originator ids), or a topic beyond ASCII (psycopg encodes text in the
+connection's client encoding), is left to psycopg's composite dumper.
 """
 
 from __future__ import annotations
