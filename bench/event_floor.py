@@ -12,9 +12,11 @@ function that takes the table's ``EXCLUSIVE`` lock and inserts them, as run-mail
 - process: per batch of ten jobs, one transaction with the events of claiming and starting them,
   one with the events of acking them (``claim_next(limit=10, start=True)`` then ``ack_many``).
 
-It does so for two shapes: the events run-mailbox writes today (4 per submit to a new thread,
-4 per claim and start, 3 per ack: run, dispatch and thread mailbox each record their step) and one
-event per transition (1, 1, 1). pgqueuer 1.6.0's worker loop (one producer, one consumer, batch 10)
+It does so for three shapes: the events run-mailbox writes today (4 per submit to a new thread,
+4 per claim and start, 3 per ack: run, dispatch and thread mailbox each record their step), the
+same events with states of 150 bytes (what the write would cost if the states were smaller: a
+Dispatch event carries the whole dispatch record, about 600 bytes), and one event per transition
+(1, 1, 1). pgqueuer 1.6.0's worker loop (one producer, one consumer, batch 10)
 runs in the same run, its rounds alternating with the shapes', as in ``bench.peers``; and so does
 the other floor, run-mailbox's own worker loop on the in-memory recorder (its Python, no database),
 and the whole of it on Postgres.
@@ -44,7 +46,7 @@ from bench._peer_common import Phases, fresh_schema
 BATCH = 10
 PYTHON = "Python only: run-mailbox on the in-memory recorder"
 OURS = "run-mailbox on Postgres (as in bench.peers)"
-STATE = os.urandom(200).hex().encode()  # 400 bytes, about a mailbox event's JSON state
+STATE_BYTES = 400  # about the mean of a mailbox event's JSON state (Dispatch events ~600, the others 200-300)
 TOPIC = "run_mailbox.domain.dispatch:Dispatch.DispatchClaimed"
 
 
@@ -54,10 +56,16 @@ class Shape:
     submit: int  # events per job, per phase
     claim_and_start: int
     ack: int
+    state_bytes: int = STATE_BYTES
+
+    @property
+    def state(self) -> bytes:
+        return os.urandom(self.state_bytes // 2).hex().encode()
 
 
 SHAPES = (
     Shape("the events run-mailbox writes (4 / 4 + 3)", 4, 4, 3),
+    Shape("the same events, states of 150 bytes", 4, 4, 3, 150),
     Shape("one event per transition (1 / 1 + 1)", 1, 1, 1),
 )
 
@@ -87,9 +95,11 @@ def event_log(shape: Shape) -> Iterator[Callable[[int], Phases]]:
         call = sql.SQL("SELECT * FROM {}(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])").format(write_fn)
         statement = call.as_string(conn)
 
+        state = shape.state
+
         def write(events: int) -> None:
             ids = [uuid.uuid4() for _ in range(events)]
-            conn.execute(statement, [ids, [1] * events, [TOPIC] * events, [STATE] * events], prepare=True).fetchall()
+            conn.execute(statement, [ids, [1] * events, [TOPIC] * events, [state] * events], prepare=True).fetchall()
 
         def one_round(jobs: int) -> Phases:
             start = time.perf_counter()
@@ -138,7 +148,8 @@ def main() -> None:
     with (
         pgq.worker_loop(1, BATCH) as theirs,
         event_log(SHAPES[0]) as today,
-        event_log(SHAPES[1]) as minimal,
+        event_log(SHAPES[1]) as smaller,
+        event_log(SHAPES[2]) as minimal,
         in_memory() as python_alone,
         ours.worker_loop(1, BATCH) as whole,
     ):
@@ -146,7 +157,8 @@ def main() -> None:
             ("pgqueuer", theirs),
             (OURS, whole),
             (SHAPES[0].name, today),
-            (SHAPES[1].name, minimal),
+            (SHAPES[1].name, smaller),
+            (SHAPES[2].name, minimal),
             (PYTHON, python_alone),
         ]
         for r in range(args.rounds):
