@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from run_mailbox import AsyncMailboxService, DispatchStatus, MailboxService, RunStatus, ToolCallResume, ToolTicket
+from run_mailbox import (
+    AsyncMailboxService,
+    DispatchStatus,
+    MailboxService,
+    RunStatus,
+    ToolCallResume,
+    ToolTicket,
+)
+from run_mailbox.domain import StoreUnavailable
 from run_mailbox.worker import Job, NeedsPermission, PermanentError, Worker
 from tests.worker_support import kinds_of, reply, running, wait_until
 
@@ -196,6 +205,53 @@ def test_attempts_that_finish_together_are_acked_in_one_transaction(mailbox):
     acks = Counter(c for c in commands if c in ("ack", "ack_many"))
     assert worker.stats["acked"] == 6
     assert acks["ack_many"] >= 1 and acks["ack"] + acks["ack_many"] < 6, acks
+
+
+def test_the_heartbeat_extends_the_lease_while_the_handler_runs_and_never_after(mailbox):
+    commands: list[str] = []
+    execute = mailbox.execute
+
+    def recording(cmd: Any) -> Any:
+        commands.append(cmd.name)
+        return execute(cmd)
+
+    mailbox.execute = recording  # type: ignore[method-assign]
+
+    def handler(job: Job) -> None:
+        time.sleep(0.6)
+
+    with running(mailbox, handler, heartbeat_s=0.1) as worker:
+        d = mailbox.submit("thread-1", "run-1")
+        settled(mailbox, d.dispatch_id, DispatchStatus.ACKED)
+        time.sleep(0.35)  # three more beats' worth, had the heartbeat outlived the handler
+    beats = kinds_of(mailbox, "run-1").count("LeaseExtended")
+    assert 2 <= beats <= 6, beats  # one every 0.1 s or more while the handler ran
+    after_ack = commands[commands.index("ack") :]
+    assert "extend_lease" not in after_ack, after_ack
+    assert commands.count("extend_lease") == beats and worker.stats["acked"] == 1
+
+
+def test_a_heartbeat_that_meets_store_trouble_tries_again_at_the_next_beat(mailbox):
+    refused: list[str] = []
+    execute = mailbox.execute
+
+    def flaky(cmd: Any) -> Any:
+        if cmd.name == "extend_lease" and not refused:
+            refused.append(cmd.dispatch_id)
+            raise StoreUnavailable("extend_lease", "the store is away for a moment")
+        return execute(cmd)
+
+    mailbox.execute = flaky  # type: ignore[method-assign]
+
+    def handler(job: Job) -> None:
+        time.sleep(0.45)
+
+    with running(mailbox, handler, heartbeat_s=0.1) as worker:
+        d = mailbox.submit("thread-1", "run-1")
+        settled(mailbox, d.dispatch_id, DispatchStatus.ACKED)
+    assert refused == [d.dispatch_id]
+    assert kinds_of(mailbox, "run-1").count("LeaseExtended") >= 1  # the beats after the failed one went on
+    assert worker.stats["acked"] == 1
 
 
 def test_a_worker_refuses_bad_settings_and_cannot_serve_twice(mailbox):
