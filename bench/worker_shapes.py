@@ -141,23 +141,40 @@ def drain_acking_aside(service: MailboxService, consumers: int, batch_size: int,
 # ---------------------------------------------------------------- the Worker
 
 
-async def _no_op(job: Job) -> None:
-    return None
+class _CountingHandler:
+    """A no-op async handler that sets ``all_ran`` once it has run ``expected`` times."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.ran = 0
+        self.all_ran = threading.Event()
+        self._lock = threading.Lock()  # each worker's loop runs in a thread of its own
+
+    async def __call__(self, job: Job) -> None:
+        with self._lock:
+            self.ran += 1
+            if self.ran >= self.expected:
+                self.all_ran.set()
 
 
 def drain_with_workers(service: MailboxService, consumers: int, batch_size: int, queued: int) -> tuple[float, int]:
+    # The timing thread sleeps on an event until the last handler has run, then polls briefly for its ack:
+    # a thread polling all along would take the GIL from the workers' threads a thousand times a second.
+    handler = _CountingHandler(queued)
     workers = [
-        Worker(service, _no_op, concurrency=batch_size, lease_ms=ours.LEASE_MS, poll_interval_s=0.01, listen=False)
+        Worker(service, handler, concurrency=batch_size, lease_ms=ours.LEASE_MS, poll_interval_s=0.01, listen=False)
         for _ in range(consumers)
     ]
     for worker in workers:
         worker.start()
     start = time.perf_counter()
     try:
+        if not handler.all_ran.wait(600):
+            raise RuntimeError(f"the workers ran {handler.ran} of {queued} handlers in 10 minutes")
         while sum(w.stats["acked"] for w in workers) < queued:
             if any(w.stopped.is_set() for w in workers):
                 raise RuntimeError("a worker stopped before the queue was drained")
-            time.sleep(0.001)
+            time.sleep(0.0005)
         seconds = time.perf_counter() - start
     finally:
         for worker in workers:
