@@ -36,6 +36,19 @@ def settled(service: MailboxService, dispatch_id: str, *statuses: DispatchStatus
     return wait_until(lambda: (d := service.get_dispatch(dispatch_id)).status in statuses and d)
 
 
+def record_commands(service: MailboxService) -> list[str]:
+    """The names of the commands ``service`` runs from now on, in order (the worker's included)."""
+    commands: list[str] = []
+    execute = service.execute
+
+    def recording(cmd: Any) -> Any:
+        commands.append(cmd.name)
+        return execute(cmd)
+
+    service.execute = recording  # type: ignore[method-assign]
+    return commands
+
+
 def test_a_handler_that_returns_acks_after_committing_its_messages(mailbox):
     seen: list[Job] = []
 
@@ -186,14 +199,7 @@ def test_async_handlers_on_an_async_mailbox_with_async_with(mailbox):
 
 def test_attempts_that_finish_together_are_acked_in_one_transaction(mailbox):
     gate = threading.Barrier(6, timeout=10)
-    commands: list[str] = []
-    execute = mailbox.execute
-
-    def recording(cmd: Any) -> Any:
-        commands.append(cmd.name)
-        return execute(cmd)
-
-    mailbox.execute = recording  # type: ignore[method-assign]
+    commands = record_commands(mailbox)
 
     def handler(job: Job) -> None:
         gate.wait()  # all six finish at the same moment
@@ -208,14 +214,7 @@ def test_attempts_that_finish_together_are_acked_in_one_transaction(mailbox):
 
 
 def test_the_heartbeat_extends_the_lease_while_the_handler_runs_and_never_after(mailbox):
-    commands: list[str] = []
-    execute = mailbox.execute
-
-    def recording(cmd: Any) -> Any:
-        commands.append(cmd.name)
-        return execute(cmd)
-
-    mailbox.execute = recording  # type: ignore[method-assign]
+    commands = record_commands(mailbox)
 
     def handler(job: Job) -> None:
         time.sleep(0.6)
