@@ -14,7 +14,13 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
-from run_mailbox.infrastructure.persistence.ready_heads import ReadyHeadRow, candidates, heads_of_index
+from run_mailbox.infrastructure.persistence.ready_heads import (
+    ClaimKey,
+    ReadyHeadRow,
+    candidates,
+    claim_key,
+    heads_of_index,
+)
 from run_mailbox.infrastructure.persistence.rows import (
     DeadLetterPage,
     DispatchIndexRow,
@@ -33,7 +39,8 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
         super().__init__()
         self._idempotency: dict[str, IdempotencyRow] = {}
         self._index: dict[str, DispatchIndexRow] = {}
-        self._heads: dict[str, ReadyHeadRow] = {}
+        self._heads: dict[str, tuple[ClaimKey, ReadyHeadRow]] = {}
+        """Each idle thread's head, with its place in claim order."""
 
     def _insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self._database_lock:
@@ -53,7 +60,7 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
                 if head is None:
                     self._heads.pop(thread_id, None)
                 else:
-                    self._heads[thread_id] = head
+                    self._heads[thread_id] = (claim_key(head), head)
             return notification_ids
 
     def _version_of(self, aggregate_id: UUID) -> int:
@@ -66,7 +73,7 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self._database_lock:
             self._index = {row.dispatch_id: row for row in rows}
-            self._heads = {head.thread_id: head for head in heads_of_index(rows)}
+            self._heads = {head.thread_id: (claim_key(head), head) for head in heads_of_index(rows)}
 
     def _rows(self) -> list[DispatchIndexRow]:
         with self._database_lock:
@@ -93,7 +100,7 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
 
     def ready_heads(self) -> list[ReadyHeadRow]:
         with self._database_lock:
-            return sorted(self._heads.values(), key=lambda h: h.thread_id)
+            return sorted((head for _, head in self._heads.values()), key=lambda h: h.thread_id)
 
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         rows = [r for r in self._rows() if r.status == "claimed" and r.lease_until is not None and r.lease_until < now]
