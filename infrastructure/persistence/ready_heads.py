@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from run_mailbox.domain.mailbox import MailboxRecord
@@ -86,14 +86,13 @@ def claim_key(head: ReadyHeadRow) -> ClaimKey:
     return (head.priority, head.created_at, head.dispatch_id)
 
 
-def candidates(heads: Iterable[tuple[ClaimKey, ReadyHeadRow]], now: int, limit: int) -> list[ReadyHeadRow]:
+def candidates(heads: Sequence[tuple[ClaimKey, ReadyHeadRow]], now: int, limit: int) -> list[ReadyHeadRow]:
     """The threads a claim at ``now`` should look at (in memory; the SQL recorders run the same
     two index walks): the best ``limit`` heads that are due, then threads whose head is not due
     but that have a due dispatch. ``heads`` come with their ``claim_key``, computed once when
     stored: picking the best few compares keys only, with no function called per head."""
-    pairs = list(heads)
-    due = heapq.nsmallest(limit, (pair for pair in pairs if pair[1].available_at <= now))
+    due = heapq.nsmallest(limit, (pair for pair in heads if pair[1].available_at <= now))
     behind = heapq.nsmallest(
-        limit, (pair for pair in pairs if pair[1].available_at > now and pair[1].next_available_at <= now)
+        limit, (pair for pair in heads if pair[1].available_at > now and pair[1].next_available_at <= now)
     )
     return [head for _, head in due + behind]
