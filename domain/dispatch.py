@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 from run_mailbox.domain.dispatch_record import DispatchRecord
 from run_mailbox.domain.errors import ClaimTokenMismatch, InvalidTransition
 from run_mailbox.domain.ids import dispatch_aggregate_id
-from run_mailbox.domain.model import Created, MailboxAggregate
+from run_mailbox.domain.model import Created, MailboxAggregate, drop_originator
 from run_mailbox.domain.policies import backoff_delay_ms
 from run_mailbox.domain.reasons import LEASE_EXHAUSTED
 from run_mailbox.domain.values import DispatchStatus, RunStatus, check_millis
@@ -62,7 +62,7 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
 
     class DispatchDeadLettered(Event):
         TOPIC = "Dispatch.DispatchDeadLettered"
-        class_version = 2
+        class_version = 3
         reason: Literal["attempts_exhausted", "lease_expired", "permanent_failure"]
         """Why: out of attempts after a nack, the lease expired on the last attempt, or a permanent failure."""
 
@@ -70,6 +70,11 @@ class Dispatch(MailboxAggregate[DispatchRecord]):
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             """Version 1 called the reason ``cause``; every other dispatch event says ``reason``."""
             state["reason"] = state.pop("cause")
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """The originator's id and version are left to the stored row."""
+            drop_originator(state)
 
     class RunCancelled(Event):
         TOPIC = "Dispatch.RunCancelled"

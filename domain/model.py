@@ -3,10 +3,11 @@
 Every aggregate keeps its whole state in ``record``, one frozen pydantic model, so that a
 snapshot is the record's JSON and a query result is the record itself.
 
-Stored events outlive the code. Each event class has a ``class_version`` (1 until its stored
-shape changes); when it changes, the class gains ``upcast_v<N>_v<N+1>(state)``, a static method
-that rewrites a stored state of version N (a dict, in place) to version N+1, and the mapper runs
-the chain on every older event it reads. A record embedded in snapshots does the same with
+Stored events outlive the code. Each event class has a ``class_version`` (2 until its stored
+shape changes; version 1 still held the originator's id and version, see ``drop_originator``); when it
+changes, the class gains ``upcast_v<N>_v<N+1>(state)``, a static method that rewrites a stored state
+of version N (a dict, in place) to version N+1, and the mapper runs the chain on every older event it
+reads. A record embedded in snapshots does the same with
 ``record_version`` and ``upcast_record_v<N>_v<N+1>`` on its aggregate class. See docs/events.md.
 """
 
@@ -39,6 +40,16 @@ def _domain_time(kwargs: dict[str, Any]) -> int:
     return int(kwargs["dispatch"].updated_at)
 
 
+ORIGINATOR_FIELDS = frozenset({"originator_id", "originator_version"})
+"""The fields a stored state leaves out since version 2: they are the stored row's own columns."""
+
+
+def drop_originator(state: dict[str, Any]) -> None:
+    """The step to the first version that leaves the originator's id and version to the stored row."""
+    for name in ORIGINATOR_FIELDS:
+        state.pop(name, None)
+
+
 class DomainEvent(BaseModel):
     """A pydantic domain event; ``upstream`` says whether the upstream records its kind."""
 
@@ -51,8 +62,13 @@ class DomainEvent(BaseModel):
     TOPIC: ClassVar[str]
     """The event's stable stored name, ``<Aggregate>.<Event>``: it never changes, whatever the class is called."""
     upstream: ClassVar[bool] = False
-    class_version: ClassVar[int] = 1
+    class_version: ClassVar[int] = 2
     """The version of this event's stored shape (see the module docstring)."""
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """The originator's id and version are left to the stored row."""
+        drop_originator(state)
 
     @classmethod
     def kind(cls) -> str:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import JsonValue
 
 from run_mailbox.domain.messages import MessageSeqRange
-from run_mailbox.domain.model import Created, MailboxAggregate
+from run_mailbox.domain.model import Created, MailboxAggregate, drop_originator
 from run_mailbox.domain.permissions import Decision, DeliveryPath, ToolCallResume, ToolTicket
 from run_mailbox.domain.run_record import TOOL_PERMISSION, RunRecord, finished
 from run_mailbox.domain.values import RunStatus, TerminationReason
@@ -23,7 +23,7 @@ class RunEvent(MailboxAggregate.Event):
 
 class RunCreated(RunEvent, Created):
     TOPIC = "Run.RunCreated"
-    class_version = 2
+    class_version = 3
     agent_id: str
     dispatch_id: str
     redrive_of: str | None = None
@@ -33,6 +33,11 @@ class RunCreated(RunEvent, Created):
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         """Version 2 added ``redrive_of``: no run created before it redrives anything."""
         state["redrive_of"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """The originator's id and version are left to the stored row."""
+        drop_originator(state)
 
     def apply(self, aggregate: Any) -> None:
         aggregate.record = RunRecord(

@@ -306,9 +306,10 @@ def test_a_run_created_and_a_run_snapshot_stored_before_redrive_existed_read_bac
 
     memory_service.submit("t1", "r1", agent_id="bot")
     stored = memory_service.recorder.select_events(run_aggregate_id("r1"))[0]
-    assert stored.state.startswith(b'{"v":2,')
-    body = json.loads(b"{" + stored.state[len(b'{"v":2,') :])
+    assert stored.state.startswith(b'{"v":3,')
+    body = json.loads(b"{" + stored.state[len(b'{"v":3,') :])
     assert body.pop("redrive_of") is None
+    body.update(originator_id=str(stored.originator_id), originator_version=1)  # version 1 held them
     old = StoredEvent(stored.originator_id, 1, "Run.RunCreated", b'{"v":1,' + json.dumps(body).encode()[1:])
     created = memory_service.mapper.to_domain_event(old)
     assert created.redrive_of is None and created.agent_id == "bot"

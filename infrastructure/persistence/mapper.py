@@ -3,10 +3,12 @@ through the upcasters of their class.
 
 A stored event's topic is its stable name (``Dispatch.DispatchClaimed``, see
 ``run_mailbox.domain.event_names``) and its state is the event's JSON with the version of its
-stored shape first: ``{"v":1,"originator_id":...}``. Reading an event of the current version
-parses the JSON straight into the event class (the version prefix cut off); an older one is
-parsed to a dict, upcast step by step, then validated; a state without a version (written by
-run-mailbox 0.1.0) is version 1. The library's compressor and cipher settings are honoured.
+stored shape first: ``{"v":2,"timestamp":...}``. The originator's id and version are not in the
+state (since version 2): they are the stored row's own columns, and reading takes them from there.
+Reading an event of the current version parses the JSON straight into the event class (the version
+prefix replaced by the row's id and version); an older one is parsed to a dict, upcast step by step,
+given the row's id and version, then validated; a state without a version (written by run-mailbox
+0.1.0) is version 1. The library's compressor and cipher settings are honoured.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from pydantic import BaseModel, ValidationError
 
 from run_mailbox.domain.event_names import event_class, name_of
-from run_mailbox.domain.model import NewerThanThisCode, upcast
+from run_mailbox.domain.model import ORIGINATOR_FIELDS, NewerThanThisCode, upcast
 
 _VERSION_KEY = b'{"v":'
+_LEFT_TO_THE_ROW: set[str] = set(ORIGINATOR_FIELDS)
 
 
 class UndecodableEvent(ValueError):
@@ -28,21 +31,27 @@ class UndecodableEvent(ValueError):
 
 
 def encode_state(event: BaseModel) -> bytes:
-    body = event.model_dump_json().encode()
+    body = event.model_dump_json(exclude=_LEFT_TO_THE_ROW).encode()
     return b'{"v":%d,' % type(event).class_version + body[1:]  # type: ignore[attr-defined]
 
 
-def decode_state(topic: str, state: bytes) -> Any:
+def decode_state(topic: str, state: bytes, originator_id: Any, originator_version: int) -> Any:
+    """The event stored under ``topic`` with ``state``, in the row of ``originator_id`` at ``originator_version``."""
     cls: Any = event_class(topic)
     if state.startswith(_VERSION_KEY):
         comma = state.index(b",", len(_VERSION_KEY))
         version = int(state[len(_VERSION_KEY) : comma])
-        body = b"{" + state[comma + 1 :]
+        rest = state[comma + 1 :]
     else:
-        version, body = 1, state
+        version, rest = 1, state[1:]
     if version == cls.class_version:
-        return cls.model_validate_json(body)
-    data = upcast(cls, "upcast", json.loads(body), version, cls.class_version, what=topic)
+        originator = b'{"originator_id":"%s","originator_version":%d' % (
+            str(originator_id).encode(),
+            int(originator_version),
+        )
+        return cls.model_validate_json(originator + (rest if rest.startswith(b"}") else b"," + rest))
+    data = upcast(cls, "upcast", json.loads(b"{" + rest), version, cls.class_version, what=topic)
+    data.update(originator_id=originator_id, originator_version=originator_version)
     return cls.model_validate(data)
 
 
@@ -67,7 +76,7 @@ class PydanticMapper(Mapper[Any]):
         if self.compressor:
             state = self.compressor.decompress(state)
         try:
-            return decode_state(stored_event.topic, state)
+            return decode_state(stored_event.topic, state, stored_event.originator_id, stored_event.originator_version)
         except (KeyError, ValueError, ValidationError, NewerThanThisCode, RecursionError) as exc:
             raise UndecodableEvent(
                 f"cannot read stored event {stored_event.topic} of {stored_event.originator_id} "
