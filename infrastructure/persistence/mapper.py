@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, cast
+from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
 from pydantic import BaseModel, ValidationError
@@ -45,10 +46,8 @@ def decode_state(topic: str, state: bytes, originator_id: Any, originator_versio
     else:
         version, rest = 1, state[1:]
     if version == cls.class_version:
-        originator = b'{"originator_id":"%s","originator_version":%d' % (
-            str(originator_id).encode(),
-            int(originator_version),
-        )
+        uuid = originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)  # the short form is cheaper
+        originator = b'{"originator_id":"%s","originator_version":%d' % (uuid.encode(), int(originator_version))
         return cls.model_validate_json(originator + (rest if rest.startswith(b"}") else b"," + rest))
     data = upcast(cls, "upcast", json.loads(b"{" + rest), version, cls.class_version, what=topic)
     data.update(originator_id=originator_id, originator_version=originator_version)
