@@ -48,6 +48,13 @@ class MailboxRecord(Value):
         return next((d for d, e in self.open.items() if e.dedupe_key == key), None)
 
 
+class Admission(Value):
+    """A dispatch admitted to a mailbox as it was opened."""
+
+    dispatch_id: str
+    entry: OpenDispatch
+
+
 def _without(open_: dict[str, OpenDispatch], *ids: str) -> dict[str, OpenDispatch]:
     return {d: e for d, e in open_.items() if d not in ids}
 
@@ -57,12 +64,28 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
     record_type = MailboxRecord
 
     class MailboxOpened(Created):
+        """The thread's mailbox opened, with the dispatch that opened it (None in logs before version 3)."""
+
         TOPIC = "ThreadMailbox.MailboxOpened"
+        class_version = 3
         thread_id: str
         now: int
+        admitted: Admission | None = None
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            """Version 3 admits the first dispatch in the opening event; before, a DispatchAdmitted followed."""
+            state["admitted"] = None
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.record = MailboxRecord(thread_id=self.thread_id, created_at=self.now, updated_at=self.now)
+            first = self.admitted
+            aggregate.record = MailboxRecord(
+                thread_id=self.thread_id,
+                open={} if first is None else {first.dispatch_id: first.entry},
+                dispatch_count=0 if first is None else 1,
+                created_at=self.now,
+                updated_at=self.now,
+            )
 
     class DispatchAdmitted(MailboxAggregate.Event):
         TOPIC = "ThreadMailbox.DispatchAdmitted"
@@ -143,6 +166,29 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
     @classmethod
     def open_for(cls, *, thread_id: str, now: int) -> ThreadMailbox:
         return cls._create_at(cls.MailboxOpened, id=mailbox_aggregate_id(thread_id), thread_id=thread_id, now=now)
+
+    @classmethod
+    def open_admitting(
+        cls,
+        *,
+        thread_id: str,
+        dispatch_id: str,
+        priority: int,
+        created_at: int,
+        available_at: int,
+        dedupe_key: str | None,
+        now: int,
+    ) -> ThreadMailbox:
+        """The thread's new mailbox with its first dispatch admitted: one event, where ``open_for`` and
+        ``admit`` make two."""
+        entry = OpenDispatch(priority=priority, created_at=created_at, available_at=available_at, dedupe_key=dedupe_key)
+        return cls._create_at(
+            cls.MailboxOpened,
+            id=mailbox_aggregate_id(thread_id),
+            thread_id=thread_id,
+            now=now,
+            admitted=Admission(dispatch_id=dispatch_id, entry=entry),
+        )
 
     @property
     def thread_id(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from run_mailbox.domain.commands import Cancel, Interrupt, Submit, SubmitMany
 from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
 from run_mailbox.domain.errors import DuplicateDispatch, DuplicateRun, MailboxError
@@ -53,16 +55,20 @@ def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str, *, redrive_of: str | Non
         raise DuplicateRun(cmd.run_id)
     if uow.attempt > 0 and uow.find_dispatch(dispatch_id) is not None:
         raise DuplicateDispatch(dispatch_id)
-    mailbox = uow.mailbox(cmd.thread_id)
     due = at if cmd.available_at is None else cmd.available_at
-    mailbox.admit(
-        dispatch_id=dispatch_id,
-        priority=cmd.priority,
-        created_at=at,
-        available_at=due,
-        dedupe_key=cmd.dedupe_key,
-        now=at,
-    )
+    admission: dict[str, Any] = {
+        "dispatch_id": dispatch_id,
+        "priority": cmd.priority,
+        "created_at": at,
+        "available_at": due,
+        "dedupe_key": cmd.dedupe_key,
+        "now": at,
+    }
+    mailbox = uow.find_mailbox(cmd.thread_id)
+    if mailbox is None:  # a new thread: its mailbox opens with this dispatch, in one event
+        mailbox = uow.add(ThreadMailbox.open_admitting(thread_id=cmd.thread_id, **admission))
+    else:
+        mailbox.admit(**admission)
     dispatch = uow.add(
         Dispatch.enqueue(
             dispatch_id=dispatch_id,

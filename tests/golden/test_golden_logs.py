@@ -9,9 +9,10 @@ and verify against a fresh replay.
 
 ``legacy-0.1.0`` was written by run-mailbox 0.1.0, whose stored topics were module paths;
 ``v1`` by the first version with stable event names; ``v2`` by the first version whose states leave
-the originator's id and version to the row. A deliberate change to a stored shape since
-is listed in ``SINCE`` (with the upcaster that reads the old shape), and applied to the expected
-records here, by hand, so this test does not trust the code under test to say what changed.
+the originator's id and version to the row, and whose new threads' mailboxes open with their first
+dispatch. A deliberate change to a stored shape since is listed in ``SINCE`` (with the upcaster that
+reads the old shape), and applied to the expected records here, by hand, so this test does not trust
+the code under test to say what changed.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def run_redrive_of_added(kind: str, record: dict[str, Any]) -> None:
 # Deliberate changes of stored shapes since each golden log was written, in the order they were made.
 # (DispatchDeadLettered version 2 renamed its ``cause`` to ``reason``: no record holds it, and the
 # canonical payload always called it ``reason``, so only decoding shows it, in every test here. Version 2
-# of every event, 3 of those two, left the originator's id and version to the row: no record changes.)
+# of every event, 3 of those two, left the originator's id and version to the row; MailboxOpened version 3
+# admits the first dispatch, where a DispatchAdmitted followed: no record changes.)
 SINCE: dict[str, list[Change]] = {
     "legacy-0.1.0": [decision_pending_after_renamed, run_redrive_of_added],
     "v1": [decision_pending_after_renamed, run_redrive_of_added],
