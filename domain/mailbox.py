@@ -49,10 +49,17 @@ class MailboxRecord(Value):
 
 
 class Admission(Value):
-    """A dispatch admitted to a mailbox as it was opened."""
+    """A dispatch to admit to a mailbox, with its place in the thread's queue."""
 
     dispatch_id: str
     entry: OpenDispatch
+
+    @classmethod
+    def of(
+        cls, dispatch_id: str, *, priority: int, created_at: int, available_at: int, dedupe_key: str | None = None
+    ) -> Admission:
+        entry = OpenDispatch(priority=priority, created_at=created_at, available_at=available_at, dedupe_key=dedupe_key)
+        return cls(dispatch_id=dispatch_id, entry=entry)
 
 
 def _without(open_: dict[str, OpenDispatch], *ids: str) -> dict[str, OpenDispatch]:
@@ -168,26 +175,11 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
         return cls._create_at(cls.MailboxOpened, id=mailbox_aggregate_id(thread_id), thread_id=thread_id, now=now)
 
     @classmethod
-    def open_admitting(
-        cls,
-        *,
-        thread_id: str,
-        dispatch_id: str,
-        priority: int,
-        created_at: int,
-        available_at: int,
-        dedupe_key: str | None,
-        now: int,
-    ) -> ThreadMailbox:
+    def open_admitting(cls, *, thread_id: str, admission: Admission, now: int) -> ThreadMailbox:
         """The thread's new mailbox with its first dispatch admitted: one event, where ``open_for`` and
         ``admit`` make two."""
-        entry = OpenDispatch(priority=priority, created_at=created_at, available_at=available_at, dedupe_key=dedupe_key)
         return cls._create_at(
-            cls.MailboxOpened,
-            id=mailbox_aggregate_id(thread_id),
-            thread_id=thread_id,
-            now=now,
-            admitted=Admission(dispatch_id=dispatch_id, entry=entry),
+            cls.MailboxOpened, id=mailbox_aggregate_id(thread_id), thread_id=thread_id, now=now, admitted=admission
         )
 
     @property
@@ -209,24 +201,15 @@ class ThreadMailbox(MailboxAggregate[MailboxRecord]):
 
     # ------------------------------------------------------------------ transitions
 
-    def admit(
-        self,
-        *,
-        dispatch_id: str,
-        priority: int,
-        created_at: int,
-        available_at: int,
-        dedupe_key: str | None,
-        now: int,
-    ) -> None:
+    def admit(self, admission: Admission, *, now: int) -> None:
+        dispatch_id, dedupe_key = admission.dispatch_id, admission.entry.dedupe_key
         if dispatch_id in self.record.open:
             raise DuplicateDispatch(dispatch_id)
         if dedupe_key is not None:
             holder = self.record.dedupe_holder(dedupe_key)
             if holder is not None:
                 raise DedupeKeyConflict(self.thread_id, dedupe_key, holder)
-        entry = OpenDispatch(priority=priority, created_at=created_at, available_at=available_at, dedupe_key=dedupe_key)
-        self.trigger_event(self.DispatchAdmitted, dispatch_id=dispatch_id, entry=entry, now=now)
+        self.trigger_event(self.DispatchAdmitted, dispatch_id=dispatch_id, entry=admission.entry, now=now)
 
     def grant_claim(self, *, dispatch_id: str, now: int) -> None:
         holder = self.record.claimed

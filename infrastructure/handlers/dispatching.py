@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from run_mailbox.domain.commands import Cancel, Interrupt, Submit, SubmitMany
 from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
 from run_mailbox.domain.errors import DuplicateDispatch, DuplicateRun, MailboxError
 from run_mailbox.domain.ids import dispatch_aggregate_id, mailbox_aggregate_id, run_aggregate_id
-from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.mailbox import Admission, ThreadMailbox
 from run_mailbox.domain.reasons import SUPERSEDED_BY_INTERRUPT
 from run_mailbox.domain.results import InterruptResult
 from run_mailbox.domain.run import Run
@@ -56,19 +54,14 @@ def enqueue(cmd: Submit, uow: UnitOfWork, purpose: str, *, redrive_of: str | Non
     if uow.attempt > 0 and uow.find_dispatch(dispatch_id) is not None:
         raise DuplicateDispatch(dispatch_id)
     due = at if cmd.available_at is None else cmd.available_at
-    admission: dict[str, Any] = {
-        "dispatch_id": dispatch_id,
-        "priority": cmd.priority,
-        "created_at": at,
-        "available_at": due,
-        "dedupe_key": cmd.dedupe_key,
-        "now": at,
-    }
+    admission = Admission.of(
+        dispatch_id, priority=cmd.priority, created_at=at, available_at=due, dedupe_key=cmd.dedupe_key
+    )
     mailbox = uow.find_mailbox(cmd.thread_id)
     if mailbox is None:  # a new thread: its mailbox opens with this dispatch, in one event
-        mailbox = uow.add(ThreadMailbox.open_admitting(thread_id=cmd.thread_id, **admission))
+        mailbox = uow.add(ThreadMailbox.open_admitting(thread_id=cmd.thread_id, admission=admission, now=at))
     else:
-        mailbox.admit(**admission)
+        mailbox.admit(admission, now=at)
     dispatch = uow.add(
         Dispatch.enqueue(
             dispatch_id=dispatch_id,

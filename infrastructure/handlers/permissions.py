@@ -8,6 +8,7 @@ from run_mailbox.domain import policies
 from run_mailbox.domain.commands import Decide, FinishRun, Suspend
 from run_mailbox.domain.dispatch import Dispatch, DispatchRecord
 from run_mailbox.domain.errors import AlreadyExists, DecisionConflict, DuplicateDispatch, ResumeFailed
+from run_mailbox.domain.mailbox import Admission
 from run_mailbox.domain.permissions import ToolCallResume
 from run_mailbox.domain.reasons import RUN_FINISHED_FIRST
 from run_mailbox.domain.results import DecisionOutcome
@@ -78,12 +79,7 @@ def _can_queue_resume(uow: UnitOfWork, run: Run, cmd: Decide, dispatch_id: str) 
             raise DuplicateDispatch(dispatch_id)
         priority = _priority(uow, record, cmd)
         mailbox.admit(
-            dispatch_id=dispatch_id,
-            priority=priority,
-            created_at=uow.now,
-            available_at=uow.now,
-            dedupe_key=None,
-            now=uow.now,
+            Admission.of(dispatch_id, priority=priority, created_at=uow.now, available_at=uow.now), now=uow.now
         )
     except AlreadyExists as refused:
         attempted = DispatchRecord(

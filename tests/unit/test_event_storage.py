@@ -59,31 +59,21 @@ def test_a_stored_state_leaves_the_originator_to_its_row(mapper):
     assert moved.model_copy(update={"originator_id": event.originator_id, "originator_version": 3}) == event
 
 
+def stored_as(event: Dispatch.DispatchDeadLettered, state: dict, version: int | None, topic: str) -> StoredEvent:
+    """``event``'s row with ``state`` stored at ``version`` (None: unversioned, as 0.1.0 stored it)."""
+    body = json.dumps(state).encode()
+    prefixed = body if version is None else b'{"v":%d,' % version + body[1:]
+    return StoredEvent(event.originator_id, event.originator_version, topic, prefixed)
+
+
 def test_an_older_version_is_upcast_when_read(mapper):
     event = dead_letter_event()
     state = json.loads(event.model_dump_json())
     assert "originator_id" in state, "versions 1 and 2 held the originator in the state"
-    v2 = StoredEvent(
-        event.originator_id,
-        event.originator_version,
-        "Dispatch.DispatchDeadLettered",
-        b'{"v":2,' + json.dumps(state).encode()[1:],
-    )
-    assert mapper.to_domain_event(v2) == event
+    assert mapper.to_domain_event(stored_as(event, state, 2, "Dispatch.DispatchDeadLettered")) == event
     state["cause"] = state.pop("reason")  # as version 1 stored it
-    old = StoredEvent(
-        event.originator_id,
-        event.originator_version,
-        "Dispatch.DispatchDeadLettered",
-        b'{"v":1,' + json.dumps(state).encode()[1:],
-    )
-    assert mapper.to_domain_event(old) == event
-    legacy = StoredEvent(
-        event.originator_id,
-        event.originator_version,
-        "domain.dispatch:Dispatch.DispatchDeadLettered",
-        json.dumps(state).encode(),
-    )
+    assert mapper.to_domain_event(stored_as(event, state, 1, "Dispatch.DispatchDeadLettered")) == event
+    legacy = stored_as(event, state, None, "domain.dispatch:Dispatch.DispatchDeadLettered")
     assert mapper.to_domain_event(legacy) == event, "0.1.0 stored no version and a module path"
 
 

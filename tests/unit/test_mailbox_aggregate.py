@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from run_mailbox.domain.ids import mailbox_aggregate_id
-from run_mailbox.domain.mailbox import ThreadMailbox
+from run_mailbox.domain.mailbox import Admission, ThreadMailbox
 from run_mailbox.infrastructure.service import MailboxService
 
-admissions = st.fixed_dictionaries(
-    {
-        "dispatch_id": st.text(min_size=1, max_size=8),
-        "priority": st.integers(0, 255),
-        "created_at": st.integers(0, 10**12),
-        "available_at": st.integers(0, 10**12),
-        "dedupe_key": st.none() | st.text(min_size=1, max_size=8),
-        "now": st.integers(0, 10**12),
-    }
+admissions = st.builds(
+    Admission.of,
+    st.text(min_size=1, max_size=8),
+    priority=st.integers(0, 255),
+    created_at=st.integers(0, 10**12),
+    available_at=st.integers(0, 10**12),
+    dedupe_key=st.none() | st.text(min_size=1, max_size=8),
 )
 
 
-@given(admission=admissions)
-def test_opening_with_a_dispatch_folds_to_what_opening_then_admitting_did(admission: dict[str, Any]):
+@given(admission=admissions, now=st.integers(0, 10**12))
+def test_opening_with_a_dispatch_folds_to_what_opening_then_admitting_did(admission: Admission, now: int):
     """One event, ``MailboxOpened`` with ``admitted``, leaves the record that ``MailboxOpened`` then
     ``DispatchAdmitted`` left (the two events a new thread's submit wrote before version 3)."""
-    one = ThreadMailbox.open_admitting(thread_id="t", **admission)
-    two = ThreadMailbox.open_for(thread_id="t", now=admission["now"])
-    two.admit(**admission)
+    one = ThreadMailbox.open_admitting(thread_id="t", admission=admission, now=now)
+    two = ThreadMailbox.open_for(thread_id="t", now=now)
+    two.admit(admission, now=now)
     assert [type(e).__name__ for e in one.collect_events()] == ["MailboxOpened"]
     assert [type(e).__name__ for e in two.collect_events()] == ["MailboxOpened", "DispatchAdmitted"]
     assert one.record == two.record
-    assert one.record.open[admission["dispatch_id"]].dedupe_key == admission["dedupe_key"]
+    assert one.record.open == {admission.dispatch_id: admission.entry}
 
 
 def test_a_submit_opens_a_new_threads_mailbox_in_one_event_and_admits_the_next_in_another():
