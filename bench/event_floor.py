@@ -4,7 +4,7 @@
 
 What would it take for run-mailbox's worker loop to match pgqueuer's? This measures the cost of
 the events alone: no Python domain model, no side rows, no reads. A table shaped like the
-library's events table (uuid + version key, a unique notification id from a sequence, 400-byte
+library's events table (uuid + version key, a unique notification id from a sequence, 320-byte
 states) takes the worker loop's events with plain psycopg, each transaction one statement (a
 function that takes the table's ``EXCLUSIVE`` lock and inserts them, as run-mailbox's write does):
 
@@ -12,10 +12,10 @@ function that takes the table's ``EXCLUSIVE`` lock and inserts them, as run-mail
 - process: per batch of ten jobs, one transaction with the events of claiming and starting them,
   one with the events of acking them (``claim_next(limit=10, start=True)`` then ``ack_many``).
 
-It does so for three shapes: the events run-mailbox writes today (4 per submit to a new thread,
+It does so for three shapes: the events run-mailbox writes today (3 per submit to a new thread,
 4 per claim and start, 3 per ack: run, dispatch and thread mailbox each record their step), the
 same events with states of 150 bytes (what the write would cost if the states were smaller: a
-Dispatch event carries the whole dispatch record, about 600 bytes), and one event per transition
+Dispatch event carries the whole dispatch record, about 500 bytes), and one event per transition
 (1, 1, 1). pgqueuer 1.6.0's worker loop (one producer, one consumer, batch 10)
 runs in the same run, its rounds alternating with the shapes', as in ``bench.peers``; and so does
 the other floor, run-mailbox's own worker loop on the in-memory recorder (its Python, no database),
@@ -46,7 +46,7 @@ from bench._peer_common import Phases, fresh_schema
 BATCH = 10
 PYTHON = "Python only: run-mailbox on the in-memory recorder"
 OURS = "run-mailbox on Postgres (as in bench.peers)"
-STATE_BYTES = 400  # about the mean of a mailbox event's JSON state (Dispatch events ~600, the others 200-300)
+STATE_BYTES = 320  # the mean of a worker-loop job's JSON states (Dispatch events ~500, the others 120-300)
 TOPIC = "run_mailbox.domain.dispatch:Dispatch.DispatchClaimed"
 
 
@@ -64,8 +64,8 @@ class Shape:
 
 
 SHAPES = (
-    Shape("the events run-mailbox writes (4 / 4 + 3)", 4, 4, 3),
-    Shape("the same events, states of 150 bytes", 4, 4, 3, 150),
+    Shape("the events run-mailbox writes (3 / 4 + 3)", 3, 4, 3),
+    Shape("the same events, states of 150 bytes", 3, 4, 3, 150),
     Shape("one event per transition (1 / 1 + 1)", 1, 1, 1),
 )
 
