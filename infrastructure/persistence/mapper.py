@@ -42,14 +42,14 @@ def decode_state(topic: str, state: bytes, originator_id: Any, originator_versio
     if state.startswith(_VERSION_KEY):
         comma = state.index(b",", len(_VERSION_KEY))
         version = int(state[len(_VERSION_KEY) : comma])
-        rest = state[comma + 1 :]
+        members = state[comma + 1 :]  # the object's members after the version, and its closing brace
     else:
-        version, rest = 1, state[1:]
+        version, members = 1, state[1:]
     if version == cls.class_version:
         uuid = originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)  # the short form is cheaper
         originator = b'{"originator_id":"%s","originator_version":%d' % (uuid.encode(), int(originator_version))
-        return cls.model_validate_json(originator + (rest if rest.startswith(b"}") else b"," + rest))
-    data = upcast(cls, "upcast", json.loads(b"{" + rest), version, cls.class_version, what=topic)
+        return cls.model_validate_json(originator + b"," + members)
+    data = upcast(cls, "upcast", json.loads(b"{" + members), version, cls.class_version, what=topic)
     data.update(originator_id=originator_id, originator_version=originator_version)
     return cls.model_validate(data)
 
