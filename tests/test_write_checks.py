@@ -40,35 +40,41 @@ def stored(service: MailboxService) -> ThreadMailbox:
     return mailbox
 
 
-def test_a_write_whose_read_aggregate_is_at_the_version_read_goes_through(service: MailboxService, stored) -> None:
+def test_a_write_whose_read_aggregate_is_at_the_version_read_goes_through(
+    service: MailboxService, stored: ThreadMailbox
+) -> None:
     service.save(opened("other"), read_versions={stored.id: 1})
     assert mailbox_aggregate_id("other") in {i for i, _ in log_of(service)}
 
 
-def test_a_read_of_an_aggregate_with_no_events_is_version_zero(service: MailboxService, stored) -> None:
+def test_a_read_of_an_aggregate_with_no_events_is_version_zero(service: MailboxService, stored: ThreadMailbox) -> None:
     service.save(opened("other"), read_versions={mailbox_aggregate_id("never-written"): 0, stored.id: 1})
     assert len(log_of(service)) == 2
 
 
 @pytest.mark.parametrize("read_at", [0, 2, 7])
 def test_a_write_whose_read_aggregate_moved_on_or_is_ahead_is_refused(
-    service: MailboxService, stored, read_at: int
+    service: MailboxService, stored: ThreadMailbox, read_at: int
 ) -> None:
     save_refused(service, opened("other"), read_versions={stored.id: read_at})
 
 
-def test_one_stale_read_among_several_refuses_the_write(service: MailboxService, stored) -> None:
+def test_one_stale_read_among_several_refuses_the_write(service: MailboxService, stored: ThreadMailbox) -> None:
     fresh = opened("fresh")
     service.save(fresh)
     save_refused(service, opened("other"), read_versions={fresh.id: 1, stored.id: 0})
 
 
-def test_a_write_that_presumed_a_stored_aggregate_new_is_refused(service: MailboxService, stored) -> None:
+def test_a_write_that_presumed_a_stored_aggregate_new_is_refused(
+    service: MailboxService, stored: ThreadMailbox
+) -> None:
     again = opened("stored")
     save_refused(service, again, opened("other"), presumed_new=[again.id])
 
 
-def test_a_write_that_presumed_new_aggregates_which_are_new_goes_through(service: MailboxService, stored) -> None:
+def test_a_write_that_presumed_new_aggregates_which_are_new_goes_through(
+    service: MailboxService, stored: ThreadMailbox
+) -> None:
     first, second = opened("a"), opened("b")
     service.save(first, second, presumed_new=[first.id, second.id])
     assert {first.id, second.id} <= {i for i, _ in log_of(service)}
