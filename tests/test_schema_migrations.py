@@ -19,6 +19,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg import sql
 
+from run_mailbox.domain.values import RunStatus
 from run_mailbox.infrastructure.persistence import migrations
 from run_mailbox.infrastructure.persistence.migrations import SchemaTooNew
 from run_mailbox.infrastructure.service import MailboxService
@@ -155,3 +156,39 @@ def test_a_database_migrated_by_a_newer_run_mailbox_is_refused(backend, request,
                 curs.execute(f"UPDATE {versions} SET version = 99")
     with pytest.raises(SchemaTooNew, match="schema version 99"):
         MailboxService(env=env)
+
+
+@pytest.mark.postgres
+def test_a_postgres_schema_at_version_6_takes_the_write_function_of_version_7_and_serves(postgres_env, postgres_url):
+    """Migration 7 replaces the write function in place: a schema left at 6 by the release before it
+    is migrated when a service starts, and its commands (a claim's read check, a new thread's
+    presumed-new probe) run through the new function."""
+    with MailboxService(env=postgres_env) as service:
+        service.submit("t1", "r1")
+        recorder = service.recorder
+        versions, write = recorder.table("schema_version"), recorder.table("write").split(".")[1].strip('"')
+        with recorder.datastore.transaction(commit=True) as curs:
+            for statement in next(m for m in migrations.POSTGRES if m.version == 6).statements(recorder):
+                curs.execute(statement)
+            curs.execute(f"UPDATE {versions} SET version = 6")
+
+    def write_function_source() -> str:
+        with psycopg.connect(postgres_url) as conn:
+            found = conn.execute(
+                "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = %s AND p.proname = %s",
+                [postgres_env["POSTGRES_SCHEMA"], write],
+            ).fetchall()
+        assert len(found) == 1
+        return str(found[0][0])
+
+    assert "FOR presumed IN SELECT" in write_function_source()
+    with MailboxService(env=postgres_env) as service:
+        claimed = service.claim("t1", consumer_id="w", lease_ms=1_000)
+        assert claimed is not None and claimed.claim_token is not None
+        service.ack(claimed.dispatch_id, claim_token=claimed.claim_token)
+        service.submit("t2", "r2")
+        assert service.get_run("r1").status is RunStatus.DONE
+    assert "FOR presumed IN SELECT" not in write_function_source()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute(f"SELECT version FROM {versions}").fetchall() == [(migrations.POSTGRES[-1].version,)]
