@@ -107,11 +107,15 @@ def _pg_v4(n: Any) -> list[str]:
     return _write_function(n, "thread_id IN (SELECT jsonb_array_elements_text(side->'gone'))")
 
 
+_GONE_BY_KEY = "thread_id = ANY(ARRAY(SELECT jsonb_array_elements_text(side->'gone')))"
+"""Busy threads' ready heads, found through the heads' primary key (migration 5)."""
+
+
 def _pg_v5(n: Any) -> list[str]:
     """The write deletes the ready heads of threads that became busy through the heads' primary key:
     ``IN (SELECT jsonb_array_elements_text(...))`` was planned as a hash join over a sequential scan of
     every head (4.5 ms with 20,000 idle threads, on every claim), ``= ANY(ARRAY(...))`` is an index scan."""
-    return _write_function(n, "thread_id = ANY(ARRAY(SELECT jsonb_array_elements_text(side->'gone')))")
+    return _write_function(n, _GONE_BY_KEY)
 
 
 def _pg_v6(n: Any) -> list[str]:
@@ -121,7 +125,6 @@ def _pg_v6(n: Any) -> list[str]:
     a failed insert under the lock that every other writer waits for. One probe per id: a single
     ``= ANY(...)`` over them all was planned as a sequential scan of the events (0.5-0.7 ms a submit
     in a benchmark of a few thousand events)."""
-    gone = "thread_id = ANY(ARRAY(SELECT jsonb_array_elements_text(side->'gone')))"
     presumed = f"""
             FOR presumed IN SELECT (jsonb_array_elements_text(side->'new'))::uuid LOOP
                 IF EXISTS (SELECT 1 FROM {n.table("events")} WHERE originator_id = presumed) THEN
@@ -129,7 +132,7 @@ def _pg_v6(n: Any) -> list[str]:
                         USING ERRCODE = 'unique_violation';
                 END IF;
             END LOOP;"""
-    return _write_function(n, gone, declare="\n        DECLARE presumed uuid;", first=presumed)
+    return _write_function(n, _GONE_BY_KEY, declare="\n        DECLARE presumed uuid;", first=presumed)
 
 
 def _pg_v7(n: Any) -> list[str]:
@@ -140,7 +143,6 @@ def _pg_v7(n: Any) -> list[str]:
     set by an assignment rather than a ``PERFORM`` (a whole query). The checks and their errors are
     those of migrations 2 and 6."""
     events = n.table("events")
-    gone = "thread_id = ANY(ARRAY(SELECT jsonb_array_elements_text(side->'gone')))"
     presumed = f"""
             FOR i IN 0 .. jsonb_array_length(side->'new') - 1 LOOP
                 aggregate := (side->'new'->>i)::uuid;
@@ -160,7 +162,7 @@ def _pg_v7(n: Any) -> list[str]:
             END LOOP;"""
     return _write_function(
         n,
-        gone,
+        _GONE_BY_KEY,
         declare="\n        DECLARE aggregate uuid; setting text;",
         first=presumed,
         lock="setting := set_config('lock_timeout', lock_ms || 'ms', true);",
