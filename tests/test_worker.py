@@ -213,6 +213,42 @@ def test_attempts_that_finish_together_are_acked_in_one_transaction(mailbox):
     assert acks["ack_many"] >= 1 and acks["ack"] + acks["ack_many"] < 6, acks
 
 
+def hold_acks(service: MailboxService) -> threading.Event:
+    """Makes ``service``'s ack and ack_many wait until the returned event is set."""
+    release = threading.Event()
+    execute = service.execute
+
+    def held(cmd: Any) -> Any:
+        if cmd.name in ("ack", "ack_many"):
+            assert release.wait(30), "the acks were never released"
+        return execute(cmd)
+
+    service.execute = held  # type: ignore[method-assign]
+    return release
+
+
+def test_the_next_dispatches_are_claimed_while_finished_attempts_are_still_being_acked(mailbox):
+    """A slot frees when its handler ends: the worker claims again without waiting for the ack's write,
+    but holds at most ``concurrency`` attempts whose outcomes are still being written."""
+    release = hold_acks(mailbox)
+    ran: list[str] = []
+
+    def handler(job: Job) -> None:
+        ran.append(job.run_id)
+
+    with running(mailbox, handler, concurrency=2, poll_interval_s=0.02) as worker:
+        submitted = mailbox.submit_many([{"thread_id": f"thread-{i}", "run_id": f"run-{i}"} for i in range(6)])
+        wait_until(lambda: len(ran) == 4)  # two handlers' worth beyond the two whose acks are held
+        time.sleep(0.3)  # many polls: none claims a fifth while four outcomes wait for their writes
+        assert len(ran) == 4 and worker.stats["claimed"] == 4, (ran, worker.stats)
+        assert all(mailbox.get_dispatch(d.dispatch_id).status is not DispatchStatus.ACKED for d in submitted)
+        release.set()
+        for d in submitted:
+            settled(mailbox, d.dispatch_id, DispatchStatus.ACKED)
+    assert sorted(ran) == [f"run-{i}" for i in range(6)]
+    assert worker.stats["acked"] == 6 and worker.stats["claimed"] == 6
+
+
 def test_the_heartbeat_extends_the_lease_while_the_handler_runs_and_never_after(mailbox):
     commands = record_commands(mailbox)
 

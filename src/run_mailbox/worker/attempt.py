@@ -54,6 +54,8 @@ class Host(Protocol):
     permanent_errors: tuple[type[BaseException], ...]
     stopping_flag: threading.Event
 
+    def handler_ended(self) -> None: ...
+
 
 class Attempt:
     """One claimed dispatch in the hands of a worker."""
@@ -67,6 +69,8 @@ class Attempt:
         self.reason: str | None = None
         self.finishing = False
         """The handler has ended and the outcome is being written: too late to release it."""
+        self.reporting = False
+        """The handler is done with (ended, or let go): what became of the dispatch is being written."""
         self._beat_stopped = False
         self._beat_timer: asyncio.TimerHandle | None = None
         self._extension: asyncio.Task[None] | None = None
@@ -86,6 +90,8 @@ class Attempt:
             else:
                 self.finishing = True
             await self._stop_heartbeat()
+        self.reporting = True
+        self.worker.handler_ended()
         if self.reason == SHUTTING_DOWN:
             now = self.worker.service.clock()
             released = await self.worker.writer.nack(self.dispatch, SHUTTING_DOWN, retry_at=now)

@@ -38,7 +38,9 @@ def default_consumer_id() -> str:
 
 class Worker:
     """Runs ``handler`` on dispatches claimed from ``mailbox`` (a :class:`MailboxService` or an
-    :class:`AsyncMailboxService`), at most ``concurrency`` at a time.
+    :class:`AsyncMailboxService`), at most ``concurrency`` at a time. A slot frees when its handler
+    ends: the next claim overlaps the writing of the outcome, and at most ``concurrency`` attempts
+    wait for such writes.
 
     ``lease_ms`` is each claim's lease, extended every ``heartbeat_s`` (default: a third of it)
     while the handler runs. ``poll_interval_s`` bounds an idle worker's wait between claim attempts
@@ -221,7 +223,7 @@ class Worker:
         failures = 0
         while not self._stop.is_set():
             self._kick.clear()  # a notification from now on means another try
-            free = self.concurrency - len(self._attempts)
+            free = self._free_slots()
             if free > 0:
                 try:
                     claimed = await self.mailbox.claim_next(
@@ -238,6 +240,18 @@ class Worker:
                     self._spawn(record)
             assert self.poll_interval_s is not None
             await self._wait(self._kick, self.poll_interval_s)
+
+    def _free_slots(self) -> int:
+        """How many more dispatches to claim: a slot frees once its handler has ended, while its outcome
+        is still being written (the next claim overlaps those writes), but no more than ``concurrency``
+        attempts wait for their writes."""
+        reporting = sum(1 for attempt in self._attempts.values() if attempt.reporting)
+        running = len(self._attempts) - reporting
+        return min(self.concurrency - running, 2 * self.concurrency - len(self._attempts))
+
+    def handler_ended(self) -> None:
+        """An attempt's handler has ended and its outcome is being written: its slot is free."""
+        self._kick.set()
 
     def _spawn(self, record: DispatchRecord) -> None:
         attempt = Attempt(self, record)
