@@ -18,6 +18,7 @@ from run_mailbox import AckItem
 from run_mailbox.domain.dispatch import DispatchRecord
 from run_mailbox.domain.permissions import ToolCallResume, ToolTicket
 from run_mailbox.infrastructure.service import MailboxService
+from run_mailbox.worker import Job, Worker
 
 LEASE_MS = 30_000
 WARM_UP = 5
@@ -70,10 +71,59 @@ def drain(service: MailboxService, consumers: int, batch_size: int) -> tuple[flo
     return seconds, sum(acked)
 
 
+class _CountingHandler:
+    """A no-op async handler that sets ``all_ran`` once it has run ``expected`` times."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.ran = 0
+        self.all_ran = threading.Event()
+        self._lock = threading.Lock()  # each worker's loop runs in a thread of its own
+
+    async def __call__(self, job: Job) -> None:
+        with self._lock:
+            self.ran += 1
+            if self.ran >= self.expected:
+                self.all_ran.set()
+
+
+def drain_with_workers(service: MailboxService, consumers: int, batch_size: int, queued: int) -> tuple[float, int]:
+    """Seconds until ``consumers`` of run-mailbox's ``Worker`` (concurrency ``batch_size``, a no-op async
+    handler, as a host runs them) have drained the ``queued`` dispatches, timed from the moment all of them
+    serve; and the dispatches they acked."""
+    # The timing thread sleeps on an event until the last handler has run, then polls briefly for its ack:
+    # a thread polling all along would take the GIL from the workers' threads a thousand times a second.
+    handler = _CountingHandler(queued)
+    workers = [
+        Worker(service, handler, concurrency=batch_size, lease_ms=LEASE_MS, poll_interval_s=0.01, listen=False)
+        for _ in range(consumers)
+    ]
+    for worker in workers:
+        worker.start()
+    start = time.perf_counter()
+    try:
+        if not handler.all_ran.wait(600):
+            raise RuntimeError(f"the workers ran {handler.ran} of {queued} handlers in 10 minutes")
+        while sum(w.stats["acked"] for w in workers) < queued:
+            if any(w.stopped.is_set() for w in workers):
+                raise RuntimeError("a worker stopped before the queue was drained")
+            time.sleep(0.0005)
+        seconds = time.perf_counter() - start
+    finally:
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join(30)
+    return seconds, sum(w.stats["acked"] for w in workers)
+
+
 @contextmanager
-def worker_loop(consumers: int, batch_size: int = 10) -> Iterator[Callable[[int], Phases]]:
+def worker_loop(
+    consumers: int, batch_size: int = 10, *, with_workers: bool = False
+) -> Iterator[Callable[[int], Phases]]:
     """A fresh service; yields ``round(jobs)``: submit ``jobs`` runs (one producer, each run on a
-    thread of its own), then drain them with ``consumers`` threads."""
+    thread of its own), then drain them with ``consumers`` threads (the bare loop of ``drain``), or
+    with as many of run-mailbox's ``Worker`` if ``with_workers``."""
     with fresh_service(consumers) as service:
         for i in range(WARM_UP):
             service.submit(f"warm-up-{i}", f"warm-up-{i}")
@@ -86,7 +136,10 @@ def worker_loop(consumers: int, batch_size: int = 10) -> Iterator[Callable[[int]
             for i in range(jobs):
                 service.submit(f"t{r}-{i}", f"r{r}-{i}")
             enqueue_seconds = time.perf_counter() - start
-            process_seconds, acked = drain(service, consumers, batch_size)
+            if with_workers:
+                process_seconds, acked = drain_with_workers(service, consumers, batch_size, jobs)
+            else:
+                process_seconds, acked = drain(service, consumers, batch_size)
             if acked != jobs:
                 raise RuntimeError(f"the consumers acked {acked} of {jobs} dispatches")
             return Phases(jobs, enqueue_seconds, process_seconds)

@@ -1,13 +1,15 @@
 """Throughput beside the peers: pgqueuer's worker loop, DBOS's approval round trip and a raw
 psycopg transaction, each measured in turn with our equivalent, in one run against the same Postgres.
 
-    /work/main/.venv/bin/python -m bench.peers [--jobs N] [--concurrency 1,4] [--quick]
+    /work/main/.venv/bin/python -m bench.peers [--jobs N] [--concurrency 1,4] [--shapes bare,worker] [--quick]
 
 1. worker loop (pgqueuer): one producer enqueues the jobs, one transaction each; then consumers
    dequeue ten at a time, run a no-op and ack. Ours: as many submits (each run on its own
-   thread), then consumer threads loop claim_next(limit=10) -> record_start -> ack. The phases
-   do not overlap: end-to-end is jobs / (enqueue + process) seconds; each phase is shown alone
-   too. --jobs N per case, over all rounds (so N / rounds are queued when a round's consumers start).
+   thread), then consumer threads loop claim_next(limit=10, start=True) -> ack_many (the bare
+   loop); and, in a case of its own, as many of run-mailbox's Worker (concurrency 10, a no-op async
+   handler: what a host runs, as pgqueuer's QueueManager is). The phases do not overlap:
+   end-to-end is jobs / (enqueue + process) seconds; each phase is shown alone too. --jobs N per
+   case, over all rounds (so N / rounds are queued when a round's consumers start).
 2. approval round trip (DBOS): a workflow waits in recv(topic), the driver sends it the decision
    and awaits its result. Ours: submit -> claim -> record_start -> suspend (1 ticket) -> decide
    -> claim the resume -> record_start -> ack.
@@ -84,25 +86,39 @@ def alternate(
     return reduce(operator.add, results["theirs"]), reduce(operator.add, results["ours"])
 
 
-def worker_loop_rows(jobs: int, rounds: int, concurrency: list[int], log: Callable[[str], None]) -> list[Row]:
+SHAPES = ("bare", "worker")
+"""Our consumer in the worker loop: the bare loop of ``claim_next`` and ``ack_many``, or run-mailbox's ``Worker``."""
+
+
+def worker_loop_rows(
+    jobs: int, rounds: int, concurrency: list[int], log: Callable[[str], None], shapes: tuple[str, ...] = SHAPES
+) -> list[Row]:
     from bench import _peer_pgqueuer as pgq
 
     rows = []
     for n in concurrency:
-        theirs, mine = alternate(pgq.worker_loop(n), ours.worker_loop(n), jobs, rounds)
-        for who, p in (("pgqueuer", theirs), ("ours", mine)):
-            log(
-                f"worker loop x{n} {who}: {p.end_to_end:,.0f} jobs/s end-to-end ({p.enqueue_rate:,.0f} enqueue, "
-                f"{p.process_rate:,.0f} process)"
-            )
-        phases: list[tuple[str, Callable[[Phases], float]]] = [
-            ("end-to-end (enqueue+process)", lambda p: p.end_to_end),
-            ("enqueue only (1 producer)", lambda p: p.enqueue_rate),
-            ("process only (batch 10)", lambda p: p.process_rate),
-        ]
-        for label, figure in phases:
-            a, b = figure(theirs), figure(mine)
-            rows.append(Row("pgqueuer", f"worker loop x{n}, {label}", rate(a, "jobs/s"), rate(b, "jobs/s"), b / a))
+        for shape in shapes:
+            with_workers = shape == "worker"
+            theirs, mine = alternate(pgq.worker_loop(n), ours.worker_loop(n, with_workers=with_workers), jobs, rounds)
+            ours_name = "our Worker" if with_workers else "ours"
+            for who, p in (("pgqueuer", theirs), (ours_name, mine)):
+                log(
+                    f"worker loop x{n} {who}: {p.end_to_end:,.0f} jobs/s end-to-end ({p.enqueue_rate:,.0f} enqueue, "
+                    f"{p.process_rate:,.0f} process)"
+                )
+            phases: list[tuple[str, Callable[[Phases], float]]] = [
+                ("end-to-end (enqueue+process)", lambda p: p.end_to_end),
+                ("enqueue only (1 producer)", lambda p: p.enqueue_rate),
+                ("process only (batch 10)", lambda p: p.process_rate),
+            ]
+            if with_workers:  # the enqueue phase is the bare loop's: the same submits
+                phases = [
+                    ("end-to-end, the Worker", lambda p: p.end_to_end),
+                    ("process only, the Worker (x10)", lambda p: p.process_rate),
+                ]
+            for label, figure in phases:
+                a, b = figure(theirs), figure(mine)
+                rows.append(Row("pgqueuer", f"worker loop x{n}, {label}", rate(a, "jobs/s"), rate(b, "jobs/s"), b / a))
     return rows
 
 
@@ -193,6 +209,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds each case alternates the two sides in (default 4)")
     parser.add_argument("--concurrency", default="1,4", help="comma-separated consumer counts (default 1,4)")
     parser.add_argument("--peers", default=",".join(SECTIONS), help="comma-separated: pgqueuer,dbos,raw")
+    parser.add_argument(
+        "--shapes", default=",".join(SHAPES), help="our consumer beside pgqueuer's: bare (loop), worker (the Worker)"
+    )
     parser.add_argument("--quick", action="store_true", help="small figures (300 jobs): a smoke run")
     args = parser.parse_args(argv)
     args.jobs = args.jobs or (300 if args.quick else 2000)
@@ -209,11 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(sections) - set(SECTIONS):
         raise SystemExit(f"unknown peers {sorted(unknown)} (choose from {', '.join(SECTIONS)})")
     ensure_bench_database()
-    console = Console(width=max(140, Console().width))
+    console = Console(width=max(150, Console().width))
     console.log(versions())
     rows: list[Row] = []
     if "pgqueuer" in sections:
-        rows += worker_loop_rows(args.jobs, args.rounds, concurrency, console.log)
+        shapes = tuple(args.shapes.split(","))
+        if unknown := set(shapes) - set(SHAPES):
+            raise SystemExit(f"unknown shapes {sorted(unknown)} (choose from {', '.join(SHAPES)})")
+        rows += worker_loop_rows(args.jobs, args.rounds, concurrency, console.log, shapes)
     if "dbos" in sections:
         rows += approval_rows(args.round_trips, args.rounds, concurrency, console.log)
     if "raw" in sections:

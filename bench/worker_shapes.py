@@ -28,7 +28,6 @@ import argparse
 import queue
 import statistics
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY
 from typing import Any, ClassVar
@@ -46,7 +45,6 @@ from run_mailbox.domain.results import AckManyResult
 from run_mailbox.infrastructure.handlers import HANDLERS, claiming, outcomes
 from run_mailbox.infrastructure.service import MailboxService
 from run_mailbox.infrastructure.unit_of_work import UnitOfWork
-from run_mailbox.worker import Job, Worker
 
 BATCH = 10
 Drain = Callable[[MailboxService, int, int, int], tuple[float, int]]
@@ -138,57 +136,11 @@ def drain_acking_aside(service: MailboxService, consumers: int, batch_size: int,
     return timed_workers([[w] for w in range(consumers)], consume), sum(acked)
 
 
-# ---------------------------------------------------------------- the Worker
-
-
-class _CountingHandler:
-    """A no-op async handler that sets ``all_ran`` once it has run ``expected`` times."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.ran = 0
-        self.all_ran = threading.Event()
-        self._lock = threading.Lock()  # each worker's loop runs in a thread of its own
-
-    async def __call__(self, job: Job) -> None:
-        with self._lock:
-            self.ran += 1
-            if self.ran >= self.expected:
-                self.all_ran.set()
-
-
-def drain_with_workers(service: MailboxService, consumers: int, batch_size: int, queued: int) -> tuple[float, int]:
-    # The timing thread sleeps on an event until the last handler has run, then polls briefly for its ack:
-    # a thread polling all along would take the GIL from the workers' threads a thousand times a second.
-    handler = _CountingHandler(queued)
-    workers = [
-        Worker(service, handler, concurrency=batch_size, lease_ms=ours.LEASE_MS, poll_interval_s=0.01, listen=False)
-        for _ in range(consumers)
-    ]
-    for worker in workers:
-        worker.start()
-    start = time.perf_counter()
-    try:
-        if not handler.all_ran.wait(600):
-            raise RuntimeError(f"the workers ran {handler.ran} of {queued} handlers in 10 minutes")
-        while sum(w.stats["acked"] for w in workers) < queued:
-            if any(w.stopped.is_set() for w in workers):
-                raise RuntimeError("a worker stopped before the queue was drained")
-            time.sleep(0.0005)
-        seconds = time.perf_counter() - start
-    finally:
-        for worker in workers:
-            worker.stop()
-        for worker in workers:
-            worker.join(30)
-    return seconds, sum(w.stats["acked"] for w in workers)
-
-
 SHAPES: dict[str, Drain] = {
     "bare loop (bench.peers)": lambda service, consumers, batch_size, _: ours.drain(service, consumers, batch_size),
     "one write": drain_in_one_write,
     "acks on a second thread": drain_acking_aside,
-    "run-mailbox's Worker": drain_with_workers,
+    "run-mailbox's Worker": ours.drain_with_workers,
 }
 
 
