@@ -22,14 +22,13 @@ from run_mailbox.domain.policies import MAX_BATCH_LIMIT
 from run_mailbox.infrastructure.async_service import AsyncMailboxService
 from run_mailbox.infrastructure.service import MailboxService
 from run_mailbox.worker.attempt import SHUTTING_DOWN, Attempt
+from run_mailbox.worker.claims import PAUSES_S, free_slots
 from run_mailbox.worker.contract import PermanentError
 from run_mailbox.worker.job import Handler
 from run_mailbox.worker.outcomes import OutcomeWriter
 from run_mailbox.worker.wakeup import Listener, listens
 
 log = logging.getLogger("run_mailbox.worker")
-PAUSES_S = (0.1, 0.25, 0.5, 1.0, 2.0)
-"""Pauses after a claim met store trouble, growing with each failure in a row."""
 
 
 def default_consumer_id() -> str:
@@ -38,9 +37,8 @@ def default_consumer_id() -> str:
 
 class Worker:
     """Runs ``handler`` on dispatches claimed from ``mailbox`` (a :class:`MailboxService` or an
-    :class:`AsyncMailboxService`), at most ``concurrency`` at a time. A slot frees when its handler
-    ends: the next claim overlaps the writing of the outcome, and at most ``concurrency`` attempts
-    wait for such writes.
+    :class:`AsyncMailboxService`), at most ``concurrency`` at a time (a slot frees when its handler
+    ends: the next claim overlaps the outcome's write; see ``claims.free_slots``).
 
     ``lease_ms`` is each claim's lease, extended every ``heartbeat_s`` (default: a third of it)
     while the handler runs. ``poll_interval_s`` bounds an idle worker's wait between claim attempts
@@ -223,7 +221,8 @@ class Worker:
         failures = 0
         while not self._stop.is_set():
             self._kick.clear()  # a notification from now on means another try
-            free = self._free_slots()
+            reporting = sum(attempt.reporting for attempt in self._attempts.values())
+            free = free_slots(self.concurrency, len(self._attempts), reporting)
             if free > 0:
                 try:
                     claimed = await self.mailbox.claim_next(
@@ -240,14 +239,6 @@ class Worker:
                     self._spawn(record)
             assert self.poll_interval_s is not None
             await self._wait(self._kick, self.poll_interval_s)
-
-    def _free_slots(self) -> int:
-        """How many more dispatches to claim: a slot frees once its handler has ended, while its outcome
-        is still being written (the next claim overlaps those writes), but no more than ``concurrency``
-        attempts wait for their writes."""
-        reporting = sum(1 for attempt in self._attempts.values() if attempt.reporting)
-        running = len(self._attempts) - reporting
-        return min(self.concurrency - running, 2 * self.concurrency - len(self._attempts))
 
     def handler_ended(self) -> None:
         """An attempt's handler has ended and its outcome is being written: its slot is free."""
