@@ -70,7 +70,7 @@ class Attempt:
         self.finishing = False
         """The handler has ended and the outcome is being written: too late to release it."""
         self.reporting = False
-        """The handler is done with (ended, or let go): what became of the dispatch is being written."""
+        """The handler has ended or been let go, and what became of the dispatch is being written: its slot is free."""
         self._beat_stopped = False
         self._beat_timer: asyncio.TimerHandle | None = None
         self._extension: asyncio.Task[None] | None = None
