@@ -44,7 +44,7 @@ def import_handler(spec: str) -> Any:
 def worker(
     ctx: typer.Context,
     handler: Annotated[str, typer.Argument(help="Your handler, as module:function (sync or async).")],
-    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Dispatches handled at once.")] = 4,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Handlers running at once.")] = 4,
     lease_ms: Annotated[int, typer.Option(min=100, help="Each claim's lease, heartbeated every third.")] = 30_000,
     grace: Annotated[float, typer.Option(min=0, help="Seconds running handlers get to finish on stop.")] = 30.0,
     poll_interval: Annotated[
