@@ -90,6 +90,18 @@ SHAPES = ("bare", "worker")
 """Our consumer in the worker loop: the bare loop of ``claim_next`` and ``ack_many``, or run-mailbox's ``Worker``."""
 
 
+Phase = tuple[str, Callable[[Phases], float]]
+BARE_PHASES: list[Phase] = [
+    ("end-to-end (enqueue+process)", lambda p: p.end_to_end),
+    ("enqueue only (1 producer)", lambda p: p.enqueue_rate),
+    ("process only (batch 10)", lambda p: p.process_rate),
+]
+WORKER_PHASES: list[Phase] = [  # its enqueue phase is the bare loop's: the same submits
+    ("end-to-end, the Worker", lambda p: p.end_to_end),
+    ("process only, the Worker (x10)", lambda p: p.process_rate),
+]
+
+
 def worker_loop_rows(
     jobs: int, rounds: int, concurrency: list[int], log: Callable[[str], None], shapes: tuple[str, ...] = SHAPES
 ) -> list[Row]:
@@ -106,16 +118,7 @@ def worker_loop_rows(
                     f"worker loop x{n} {who}: {p.end_to_end:,.0f} jobs/s end-to-end ({p.enqueue_rate:,.0f} enqueue, "
                     f"{p.process_rate:,.0f} process)"
                 )
-            phases: list[tuple[str, Callable[[Phases], float]]] = [
-                ("end-to-end (enqueue+process)", lambda p: p.end_to_end),
-                ("enqueue only (1 producer)", lambda p: p.enqueue_rate),
-                ("process only (batch 10)", lambda p: p.process_rate),
-            ]
-            if with_workers:  # the enqueue phase is the bare loop's: the same submits
-                phases = [
-                    ("end-to-end, the Worker", lambda p: p.end_to_end),
-                    ("process only, the Worker (x10)", lambda p: p.process_rate),
-                ]
+            phases = WORKER_PHASES if with_workers else BARE_PHASES
             for label, figure in phases:
                 a, b = figure(theirs), figure(mine)
                 rows.append(Row("pgqueuer", f"worker loop x{n}, {label}", rate(a, "jobs/s"), rate(b, "jobs/s"), b / a))
