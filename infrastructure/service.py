@@ -38,9 +38,16 @@ from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecor
 from run_mailbox.infrastructure.persistence.rows import MailboxTables
 from run_mailbox.infrastructure.queries import MailboxQueries
 from run_mailbox.infrastructure.repair import rebuild_dispatch_index, repair_checkpoints
-from run_mailbox.infrastructure.settings import POSTGRES, limits_from_env, resolve_env, store_timeouts
+from run_mailbox.infrastructure.settings import (
+    POSTGRES,
+    heads_vacuum_every,
+    limits_from_env,
+    resolve_env,
+    store_timeouts,
+)
 
 R = TypeVar("R")
+CLOSE_WAIT_S = 5.0
 
 
 def wall_clock_ms() -> int:
@@ -104,6 +111,7 @@ class MailboxService(Application[UUID]):
         recorder = super().construct_recorder()
         if isinstance(recorder, PostgresMailboxRecorder):
             recorder.configure(store_timeouts(self.env))
+            recorder.heads_vacuum.every = heads_vacuum_every(self.env)
         return recorder
 
     def construct_snapshot_store(self) -> EventStore[UUID]:
@@ -140,6 +148,12 @@ class MailboxService(Application[UUID]):
     def execute(self, cmd: c.Command[R]) -> R:
         """Runs one command in one transaction and returns its result."""
         return self.runner.run(cmd)
+
+    def close(self) -> None:
+        """Closes the store's connections, after a vacuum of the ready heads under way (up to 5 s)."""
+        if isinstance(self.recorder, PostgresMailboxRecorder):
+            self.recorder.heads_vacuum.wait(CLOSE_WAIT_S)
+        super().close()
 
     # ------------------------------------------------------------------ commands
 

@@ -17,6 +17,10 @@ Write transactions run with ``MAILBOX_LOCK_TIMEOUT_MS`` (default 5000, else
 ``POSTGRES_LOCK_TIMEOUT`` seconds), ``MAILBOX_STATEMENT_TIMEOUT_MS`` (30000) and
 ``MAILBOX_IDLE_IN_TRANSACTION_TIMEOUT_MS`` (5000, else
 ``POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT`` seconds); 0 disables one.
+
+``MAILBOX_VACUUM_HEADS_EVERY`` (default 2000) is how many ready-head rows the writes write or delete
+(two per dispatch, most often) between two vacuums of that table by the service; 0 leaves it to
+autovacuum (``pg_heads_vacuum``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from eventsourcing.utils import get_topic
 
 from run_mailbox.domain.errors import InvalidArgument
 from run_mailbox.domain.limits import Limits
+from run_mailbox.infrastructure.persistence.pg_heads_vacuum import DEFAULT_EVERY as DEFAULT_VACUUM_EVERY
 from run_mailbox.infrastructure.persistence.postgres import PostgresMailboxRecorder, StoreTimeouts
 from run_mailbox.infrastructure.persistence.sqlite import SQLiteMailboxRecorder
 
@@ -39,6 +44,7 @@ POSTGRES = "eventsourcing.postgres"
 SQLITE = "eventsourcing.sqlite"
 POPO = "eventsourcing.popo"
 DEFAULT_DBNAME = "run_mailbox"
+MAX_VACUUM_EVERY = 10**9
 
 # Numeric Postgres settings: (name, smallest, largest); empty means the library's default.
 _NUMBERS = (
@@ -101,6 +107,19 @@ def store_timeouts(env: Mapping[str, str]) -> StoreTimeouts:
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
         ),
     )
+
+
+def heads_vacuum_every(env: Mapping[str, str]) -> int:
+    """``MAILBOX_VACUUM_HEADS_EVERY``: head rows changed between two vacuums of the ready heads."""
+    text = (env.get("MAILBOX_VACUUM_HEADS_EVERY") or "").strip()
+    if not text:
+        return DEFAULT_VACUUM_EVERY
+    if not text.isdigit() or int(text) > MAX_VACUUM_EVERY:
+        raise SettingsError(
+            f"invalid MAILBOX_VACUUM_HEADS_EVERY={text!r}: expected a whole number from 0 to {MAX_VACUUM_EVERY} "
+            "(0 leaves the ready heads to autovacuum)"
+        )
+    return int(text)
 
 
 def mask_url(url: str) -> str:
@@ -175,6 +194,7 @@ def resolve_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         if schema:
             check_schema_name(schema)
         store_timeouts(merged)  # refuses a malformed timeout now rather than at the first write
+        heads_vacuum_every(merged)
         merged.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(PostgresMailboxRecorder))
         # How long a caller waits for a pooled connection (the library's default is 30 s, per attempt).
         merged.setdefault("POSTGRES_CONNECT_TIMEOUT", "5")

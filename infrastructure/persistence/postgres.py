@@ -43,6 +43,7 @@ from pydantic_core import to_json
 
 from run_mailbox.infrastructure.persistence import migrations, pg_event_rows, pg_pool, pg_reindex, pg_schema
 from run_mailbox.infrastructure.persistence.pg_errors import StorePolicy
+from run_mailbox.infrastructure.persistence.pg_heads_vacuum import HeadsVacuum, vacuum_heads
 from run_mailbox.infrastructure.persistence.pg_statements import Statements
 from run_mailbox.infrastructure.persistence.ready_heads import HEAD_COLUMNS, ReadyHeadRow
 from run_mailbox.infrastructure.persistence.rows import (
@@ -81,6 +82,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         # form, parsed about 4x faster by the server, which holds the events lock meanwhile.
         self.insert_events_statement = self.sql.insert_events
         self.policy = StorePolicy(datastore)
+        self.heads_vacuum = HeadsVacuum(lambda: vacuum_heads(self))
         self.configure(StoreTimeouts())
         pg_pool.hand_out_recent_first(datastore.pool)
 
@@ -152,6 +154,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
             with conn.cursor(row_factory=tuple_row) as curs:
                 curs.execute(self.sql.write, params)
                 ids = [row[0] for row in curs.fetchall()]
+        self.heads_vacuum.changed(len(kwargs.get("head_rows") or ()))
         return ids if stored_events else None
 
     def _write_params(self, rows: pg_event_rows.EventRows, **kwargs: Any) -> list[Any]:
