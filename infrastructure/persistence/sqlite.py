@@ -134,16 +134,7 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
 
     def ready_threads(self, now: int, limit: int, *, runs: bool = False) -> list[ReadyThread]:
         """Threads a claim at ``now`` looks at: the best due heads, then threads due behind their head."""
-        run = f"(SELECT run_id FROM {IDX} i WHERE i.dispatch_id = c.dispatch_id)" if runs else "NULL"
-        rows = self._select(
-            f"SELECT c.thread_id, c.dispatch_id, {run} FROM ("
-            f"SELECT thread_id, dispatch_id FROM (SELECT thread_id, dispatch_id FROM {HEADS} WHERE available_at <= ? "
-            "ORDER BY priority, created_at, dispatch_id LIMIT ?) UNION ALL "
-            f"SELECT thread_id, dispatch_id FROM (SELECT thread_id, dispatch_id FROM {HEADS} "
-            "WHERE next_available_at < available_at AND next_available_at <= ? AND available_at > ? "
-            "ORDER BY priority, created_at, dispatch_id LIMIT ?)) c",
-            [now, limit, now, now, limit],
-        )
+        rows = self._select(ready_threads_sql(runs=runs), [now, limit, now, now, limit])
         return [ReadyThread(row[0], row[1], row[2]) for row in rows]
 
     def ready_heads(self) -> list[ReadyHeadRow]:
@@ -167,3 +158,16 @@ class SQLiteMailboxRecorder(SQLiteApplicationRecorder):
     def dead_letters(self, page: DeadLetterPage) -> list[DispatchIndexRow]:
         where, params = page.where("?")
         return self._index_rows(where, [*params, page.limit], page.ORDER + " LIMIT ?")
+
+
+def ready_threads_sql(*, runs: bool) -> str:
+    """The claim's read of the ready heads (parameters: now, limit, now, now, limit)."""
+    run = f"(SELECT run_id FROM {IDX} i WHERE i.dispatch_id = c.dispatch_id)" if runs else "NULL"
+    return (
+        f"SELECT c.thread_id, c.dispatch_id, {run} FROM ("
+        f"SELECT thread_id, dispatch_id FROM (SELECT thread_id, dispatch_id FROM {HEADS} WHERE available_at <= ? "
+        "ORDER BY priority, created_at, dispatch_id LIMIT ?) UNION ALL "
+        f"SELECT thread_id, dispatch_id FROM (SELECT thread_id, dispatch_id FROM {HEADS} "
+        "WHERE next_available_at < available_at AND next_available_at <= ? AND available_at > ? "
+        "ORDER BY priority, created_at, dispatch_id LIMIT ?)) c"
+    )
