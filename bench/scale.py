@@ -1,12 +1,18 @@
 """Flat cost as the work grows: claiming with a big backlog, appending to a big log.
 
-    python -m bench.scale [--backlog 100000] [--small 300] [--log 1000000] [--base-log 10000] [--samples 200]
+    python -m bench.scale [--backlog 100000] [--small 300] [--log 1000000] [--base-log 10000] [--churn 50000]
+                          [--samples 200] [--cases claim,append,churn]
 
 1. ``claim_next(limit=1)`` median latency with ``--small`` and with ``--backlog`` queued dispatches
    (five per thread, queued with ``submit_many`` by another service instance, so the worker's
    cache never holds what it claims), on Postgres; the aim is within 1.5x.
 2. ``submit`` (an append) median latency on a log of ``--base-log`` and of ``--log`` events (the log
    is filled by COPY with events no command reads), on Postgres; the aim is within 1.1x.
+3. ``claim_next(limit=1)`` median latency with ``--small`` queued dispatches on a new store and on one
+   through which ``--churn`` threads were first submitted, claimed and acked (their head rows
+   written and deleted), twice: with the service vacuuming the ready heads (the default) and with
+   ``MAILBOX_VACUUM_HEADS_EVERY=0``. Neither store is ANALYZEd nor vacuumed by the benchmark: the
+   server's autovacuum is whatever it is (off on the machines of docs/performance.md).
 
 The small and the big store of a case are loaded side by side, each on a fresh schema; then the tables are
 ANALYZEd (as autovacuum would) and the server CHECKPOINTs (so the loads' own writes are not flushed during the
@@ -32,6 +38,7 @@ from rich.table import Table
 
 from bench._common import PG_CONNINFO, PG_DBNAME, ensure_bench_database, fresh_store
 from run_mailbox import MailboxService, Submit
+from run_mailbox.domain.commands import AckItem
 
 PER_THREAD = 5
 BATCH = 500
@@ -149,21 +156,58 @@ def append_case(small: int, big: int, samples: int, console: Console, table: Tab
     _pair("submit (append)", (small, big), medians, 1.1, table)
 
 
+def _churn(env: dict[str, str], threads: int, console: Console) -> None:
+    """``threads`` runs (one per thread) submitted, then claimed and acked a hundred at a time, by a
+    service of their own: every head row they had is written and then deleted."""
+    service = MailboxService(env=env)
+    started = time.perf_counter()
+    for start in range(0, threads, BATCH):
+        runs = [Submit(f"c{n}", f"c{n}", priority=128 - n % 3) for n in range(start, min(start + BATCH, threads))]
+        service.submit_many(runs)
+    while batch := service.claim_next(consumer_id="churn", limit=100, start=True):
+        service.ack_many([AckItem(d.dispatch_id, claim_token=d.claim_token or "") for d in batch])
+    service.close()
+    console.log(f"{threads:,} threads churned in {time.perf_counter() - started:.1f} s")
+
+
+def churn_case(queued: int, churned: int, samples: int, console: Console, table: Table) -> None:
+    for vacuum_every, how in (("", "the service vacuums the heads"), ("0", "left to autovacuum")):
+        with contextlib.ExitStack() as stack:
+            envs = [stack.enter_context(fresh_store("postgres")) for _ in range(2)]
+            envs[1]["MAILBOX_VACUUM_HEADS_EVERY"] = vacuum_every
+            _churn(envs[1], churned, console)
+            for env in envs:
+                _load_backlog(env, queued, console)
+            workers = [MailboxService(env=env) for env in envs]
+            for worker in workers:
+                stack.callback(worker.close)
+            medians = _alternating(_claims(workers[0]), _claims(workers[1]), samples)
+        name = f"claim_next, {queued:,} queued, threads churned before ({how})"
+        _pair(name, (0, churned), medians, 1.5, table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--log", type=int, default=1_000_000)
     parser.add_argument("--base-log", type=int, default=10_000)
+    parser.add_argument("--churn", type=int, default=50_000, help="threads claimed and acked before case 3")
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--cases", default="claim,append,churn", help="comma-separated: claim,append,churn")
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
     console = Console(width=max(110, Console().width))
     ensure_bench_database()
     table = Table(title="flat cost on Postgres (median latency; the ratio of the big case to the small one)")
     for column in ("case", "small", "big", "ratio", "aim"):
         table.add_column(column, justify="left" if column == "case" else "right")
-    claim_case(args.small, args.backlog, args.samples, console, table)
-    append_case(args.base_log, args.log, args.samples, console, table)
+    if "claim" in cases:
+        claim_case(args.small, args.backlog, args.samples, console, table)
+    if "append" in cases:
+        append_case(args.base_log, args.log, args.samples, console, table)
+    if "churn" in cases:
+        churn_case(args.small, args.churn, args.samples, console, table)
     console.print(table)
 
 
