@@ -114,7 +114,11 @@ def heads_vacuum_every(env: Mapping[str, str]) -> int:
     text = (env.get("MAILBOX_VACUUM_HEADS_EVERY") or "").strip()
     if not text:
         return DEFAULT_VACUUM_EVERY
-    if not text.isdigit() or int(text) > MAX_VACUUM_EVERY:
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(text) > len(str(MAX_VACUUM_EVERY))
+        or int(text) > MAX_VACUUM_EVERY
+    ):
         raise SettingsError(
             f"invalid MAILBOX_VACUUM_HEADS_EVERY={text!r}: expected a whole number from 0 to {MAX_VACUUM_EVERY} "
             "(0 leaves the ready heads to autovacuum)"

@@ -1,10 +1,11 @@
 """The ready heads vacuumed as the claims churn them, not only when autovacuum comes round.
 
 The ready-heads table is the mailbox's queue: a claim deletes the claimed threads' head rows, and a
-thread's next dispatch rewrites its row. Postgres leaves each old row version in the table's
-indexes until VACUUM removes it, and they pile up where a claim's index scan starts (the oldest
-heads), so every claim reads past all of them: with autovacuum off, a claim's read of the heads went
-from 0.46 to 2.5 ms over 28,000 claimed threads (docs/performance.md, "Claims after churn").
+thread's next dispatch gets a row of its own once the claim is acked. Postgres leaves each old row
+version in the table's indexes until VACUUM removes it, and they pile up where a claim's index scan
+starts (the oldest heads), so every claim reads past all of them: with autovacuum off, a claim's
+read of the heads went from 0.46 to 2.5 ms over 28,000 claimed threads (docs/performance.md,
+"Claims after churn").
 Autovacuum looks at a database at most once a minute (``autovacuum_naptime``), waits for a fifth
 of a table to be dead, and some servers run with it off.
 
