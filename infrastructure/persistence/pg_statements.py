@@ -52,10 +52,11 @@ class Statements:
         self.ready_threads = SQL("SELECT c.thread_id, c.dispatch_id, NULL AS run_id " + candidates).format(
             heads=self.heads_table
         )
+        # The runs one probe of the index's key each: without statistics a join was planned as a hash
+        # join over a scan of every dispatch ever indexed while the table was small (0.3 ms at 3,000).
         self.ready_threads_runs = SQL(
-            "SELECT c.thread_id, c.dispatch_id, i.run_id "
-            + candidates
-            + " LEFT JOIN {idx} i ON i.dispatch_id = c.dispatch_id"
+            "SELECT c.thread_id, c.dispatch_id, "
+            "(SELECT i.run_id FROM {idx} i WHERE i.dispatch_id = c.dispatch_id) AS run_id " + candidates
         ).format(heads=self.heads_table, idx=self.index_table)
         snapshots = q(f"{prefix}_snapshots")
         self.read_aggregates = SQL(
