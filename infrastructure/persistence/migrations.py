@@ -122,6 +122,16 @@ def _sqlite_v4(n: Names) -> list[str]:
     return _heads_due_behind(n, n.index("ready_heads_behind"))
 
 
+def _dead_letters_in_page_order(n: Names) -> list[str]:
+    """Dead letters in the order their pages list them (``DeadLetterPage``: oldest first, then by id):
+    a page, and every ``redrive_many`` through it, read the whole dispatch index before. (SQLite finds
+    them through its ``(status, lease_until)`` index already.)"""
+    return [
+        f"CREATE INDEX IF NOT EXISTS {n.index('dispatch_index_dead_letters')} ON {n.table('dispatch_index')} "
+        "(updated_at, dispatch_id) WHERE status = 'dead_letter'"
+    ]
+
+
 POSTGRES: tuple[Migration, ...] = (
     Migration(1, "idempotency keys and the dispatch index", _pg_v1),
     Migration(2, "the read-version check of a write transaction", _pg_v2),
@@ -131,6 +141,7 @@ POSTGRES: tuple[Migration, ...] = (
     Migration(6, "a write that presumed an aggregate new refused before the table's lock", write_v6),
     Migration(7, "the write's checks without queries of their own", write_v7),
     Migration(8, "the threads due behind a delayed head indexed in claim order", _pg_v8),
+    Migration(9, "dead letters indexed in page order", _dead_letters_in_page_order),
 )
 
 
