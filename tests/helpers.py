@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from run_mailbox import Submit
 from run_mailbox.domain import DispatchRecord
 
 
@@ -43,3 +44,17 @@ def hold_events_lock(postgres_url: str, schema: str) -> psycopg.Connection[Any]:
     holder = psycopg.connect(postgres_url)
     holder.execute(sql.SQL("LOCK TABLE {}.mailboxservice_events IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
     return holder
+
+
+def submit_threads(service: Any, first: int, count: int) -> None:
+    """One run on each of the threads ``t<first>`` .. ``t<first + count - 1>``, a thousand per ``submit_many``."""
+    for start in range(first, first + count, 1000):
+        service.submit_many([Submit(f"t{n}", f"r{n}") for n in range(start, min(start + 1000, first + count))])
+
+
+def buffers_read(service: Any, statement: str, params: Any) -> int:
+    """Shared buffers one run of ``statement`` touched on the service's Postgres (EXPLAIN ANALYZE)."""
+    with service.recorder.datastore.get_connection() as conn:
+        (row,) = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params).fetchall()
+    (plan,) = next(iter(row.values()))
+    return int(plan["Plan"]["Shared Hit Blocks"]) + int(plan["Plan"]["Shared Read Blocks"])

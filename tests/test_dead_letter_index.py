@@ -4,17 +4,12 @@ SQLite finds them through an index it had): ``dead_letters`` and every ``redrive
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 import pytest
 
-from run_mailbox import MailboxService, Submit
+from run_mailbox import MailboxService
 from run_mailbox.infrastructure.persistence.rows import DeadLetterPage
-
-
-def submit_threads(service: MailboxService, first: int, count: int) -> None:
-    for start in range(first, first + count, 1000):
-        service.submit_many([Submit(f"t{n}", f"r{n}") for n in range(start, min(start + 1000, first + count))])
+from tests.helpers import buffers_read, submit_threads
 
 
 def dead_letter(service: MailboxService, threads: list[str]) -> None:
@@ -25,15 +20,9 @@ def dead_letter(service: MailboxService, threads: list[str]) -> None:
 
 
 def page_blocks(service: MailboxService) -> int:
-    recorder: Any = service.recorder
     where, params = DeadLetterPage(limit=50).where("%s")
-    with recorder.datastore.get_connection() as conn:
-        statement = (
-            f"SELECT * FROM {recorder.sql.index_table.as_string(conn)} WHERE {where} {DeadLetterPage.ORDER} LIMIT 50"
-        )
-        (row,) = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params).fetchall()
-    (plan,) = next(iter(row.values()))
-    return int(plan["Plan"]["Shared Hit Blocks"]) + int(plan["Plan"]["Shared Read Blocks"])
+    table = service.recorder.sql.index_table.as_string(None)  # type: ignore[attr-defined]
+    return buffers_read(service, f"SELECT * FROM {table} WHERE {where} {DeadLetterPage.ORDER} LIMIT 50", params)
 
 
 @pytest.mark.postgres

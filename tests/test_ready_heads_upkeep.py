@@ -13,27 +13,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from run_mailbox import MailboxService, Submit
+from run_mailbox import MailboxService
 from run_mailbox.domain.commands import AckItem
 from run_mailbox.infrastructure.persistence.pg_heads_vacuum import HeadsVacuum
 from run_mailbox.infrastructure.persistence.sqlite import ready_threads_sql
 from run_mailbox.infrastructure.settings import SettingsError
-
-
-def submit_threads(service: MailboxService, first: int, count: int) -> None:
-    for start in range(first, first + count, 1000):
-        service.submit_many([Submit(f"t{n}", f"r{n}") for n in range(start, min(start + 1000, first + count))])
-
-
-def heads_blocks(service: MailboxService, now: int, statement: str) -> int:
-    """Shared buffers the claim's read of the ready heads touched (EXPLAIN ANALYZE, on Postgres)."""
-    recorder: Any = service.recorder
-    with recorder.datastore.get_connection() as conn:
-        row = conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + getattr(recorder.sql, statement), {"now": now, "limit": 10}
-        ).fetchone()
-    (plan,) = next(iter(row.values()))
-    return int(plan["Plan"]["Shared Hit Blocks"]) + int(plan["Plan"]["Shared Read Blocks"])
+from tests.helpers import buffers_read, submit_threads
 
 
 @pytest.mark.postgres
@@ -46,9 +31,10 @@ def test_a_claim_reads_as_many_head_pages_with_3000_queued_threads_as_with_300_a
     (530 with the runs joined)."""
     service = MailboxService(env={**postgres_env, "MAILBOX_VACUUM_HEADS_EVERY": "0"}, clock=clock)
     submit_threads(service, 0, 300)
-    few = heads_blocks(service, clock.now, statement)
+    params = {"now": clock.now, "limit": 10}
+    few = buffers_read(service, getattr(service.recorder.sql, statement), params)
     submit_threads(service, 300, 2700)
-    many = heads_blocks(service, clock.now, statement)
+    many = buffers_read(service, getattr(service.recorder.sql, statement), params)
     assert many <= few + 5, (few, many)
     service.close()
 
