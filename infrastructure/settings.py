@@ -45,6 +45,7 @@ SQLITE = "eventsourcing.sqlite"
 POPO = "eventsourcing.popo"
 DEFAULT_DBNAME = "run_mailbox"
 MAX_VACUUM_EVERY = 10**9
+MAX_DIGITS = 18  # whole-number settings: nothing meaningful is longer
 
 # Numeric Postgres settings: (name, smallest, largest); empty means the library's default.
 _NUMBERS = (
@@ -77,6 +78,11 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
+def _whole(text: str) -> int | None:
+    """``text`` as a whole number >= 0 written in ASCII digits, else None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS else None
+
+
 def _milliseconds(env: Mapping[str, str], key: str, default: int, seconds_key: str | None = None) -> int:
     text = (env.get(key) or "").strip()
     scale = 1
@@ -84,11 +90,8 @@ def _milliseconds(env: Mapping[str, str], key: str, default: int, seconds_key: s
         text, scale = (env.get(seconds_key) or "").strip(), 1000
     if not text:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
+    value = _whole(text)
+    if value is None:
         name = key if scale == 1 else seconds_key
         raise SettingsError(f"invalid {name}={text!r}: expected a whole number >= 0 (0 disables the timeout)")
     return value * scale
@@ -114,16 +117,13 @@ def heads_vacuum_every(env: Mapping[str, str]) -> int:
     text = (env.get("MAILBOX_VACUUM_HEADS_EVERY") or "").strip()
     if not text:
         return DEFAULT_VACUUM_EVERY
-    if (
-        not (text.isascii() and text.isdigit())
-        or len(text) > len(str(MAX_VACUUM_EVERY))
-        or int(text) > MAX_VACUUM_EVERY
-    ):
+    value = _whole(text)
+    if value is None or value > MAX_VACUUM_EVERY:
         raise SettingsError(
             f"invalid MAILBOX_VACUUM_HEADS_EVERY={text!r}: expected a whole number from 0 to {MAX_VACUUM_EVERY} "
             "(0 leaves the ready heads to autovacuum)"
         )
-    return int(text)
+    return value
 
 
 def mask_url(url: str) -> str:
