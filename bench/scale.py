@@ -37,8 +37,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._common import PG_CONNINFO, PG_DBNAME, ensure_bench_database, fresh_store
+from bench._peer_ours import drain
 from run_mailbox import MailboxService, Submit
-from run_mailbox.domain.commands import AckItem
 
 PER_THREAD = 5
 BATCH = 500
@@ -164,8 +164,7 @@ def _churn(env: dict[str, str], threads: int, console: Console) -> None:
     for start in range(0, threads, BATCH):
         runs = [Submit(f"c{n}", f"c{n}", priority=128 - n % 3) for n in range(start, min(start + BATCH, threads))]
         service.submit_many(runs)
-    while batch := service.claim_next(consumer_id="churn", limit=100, start=True):
-        service.ack_many([AckItem(d.dispatch_id, claim_token=d.claim_token or "") for d in batch])
+    drain(service, consumers=1, batch_size=100)
     service.close()
     console.log(f"{threads:,} threads churned in {time.perf_counter() - started:.1f} s")
 
