@@ -32,7 +32,9 @@ class UndecodableEvent(ValueError):
 
 
 def encode_state(event: BaseModel) -> bytes:
-    body = event.model_dump_json(exclude=_LEFT_TO_THE_ROW).encode()
+    # The serializer itself: ``model_dump_json`` writes these same bytes, then decodes them to a str
+    # that would only be encoded again (0.4 of the 2.0 us an event's encoding took).
+    body: bytes = type(event).__pydantic_serializer__.to_json(event, exclude=_LEFT_TO_THE_ROW)
     return b'{"v":%d,' % type(event).class_version + body[1:]  # type: ignore[attr-defined]
 
 
