@@ -124,11 +124,11 @@ class UnitOfWork:
 
     def _take_cached(self, aggregate_id: UUID) -> bool:
         """Takes the aggregate from the cache into this unit, if the cache has it."""
-        cached = self._cache.get(aggregate_id) if self._cache is not None else None
+        cached = self._cache.take(aggregate_id) if self._cache is not None else None
         if cached is None:
             return False
         self._from_cache.add(aggregate_id)
-        self._aggregates[aggregate_id] = cached.aggregate(aggregate_id)
+        self._aggregates[aggregate_id] = cached
         self._loaded_versions[aggregate_id] = cached.version
         return True
 
