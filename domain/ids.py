@@ -12,8 +12,10 @@ from functools import lru_cache
 from uuid import UUID, uuid5
 
 NAMESPACE = UUID("5b0f3c0e-7d43-5a53-9d0e-6d61696c626f")
-HOT_IDS = 32_768
-"""Ids remembered per kind: a command asks for its aggregates' ids several times (SHA-1 each)."""
+HOT_IDS = 4_096
+"""Ids remembered per kind: a command asks for its aggregates' ids several times (SHA-1 each). Each
+remembered id is an object the garbage collector tracks: 32,768 per kind made every full collection
+of a long-running process 39 ms longer (65 ms against 26); a miss costs one uuid5, about 1.5 us."""
 
 
 @lru_cache(maxsize=HOT_IDS)
