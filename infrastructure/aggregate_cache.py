@@ -87,16 +87,20 @@ class AggregateCache:
         """Keeps the aggregate's committed state (call after a successful save only)."""
         if self.size <= 0 or aggregate.pending_events:
             return
+        key, version = aggregate.id.int, aggregate.version
+        with self._lock:
+            current = self._entries.get(key)
+            if current is not None and current[1] == version:  # only read: the same state is cached
+                self._entries.move_to_end(key)
+                return
         record = aggregate.record
         encoded: bytes = record.__pydantic_serializer__.to_json(record)
         state: bytes | BaseModel = encoded if len(encoded) <= COMPACT_MAX else record
-        version = aggregate.version
         entry = (_kind_index(type(aggregate)), version, state, aggregate.created_on, aggregate.modified_on)
-        key = aggregate.id.int
         with self._lock:
             current = self._entries.get(key)
-            if current is not None and current[1] > version:
-                return  # a newer state was cached meanwhile by another thread
+            if current is not None and current[1] >= version:
+                return  # this state, or a newer one, was cached meanwhile by another thread
             self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
