@@ -29,6 +29,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 DEFAULT_SIZE = 20_000
 COMPACT_MAX = 4_096
@@ -94,8 +95,11 @@ class AggregateCache:
                 self._entries.move_to_end(key)
                 return
         record = aggregate.record
-        encoded: bytes = record.__pydantic_serializer__.to_json(record)
-        state: bytes | BaseModel = encoded if len(encoded) <= COMPACT_MAX else record
+        try:
+            encoded: bytes = record.__pydantic_serializer__.to_json(record)
+        except PydanticSerializationError:  # not expected (the record's events were encoded): never fail a commit
+            encoded = b""
+        state: bytes | BaseModel = encoded if 0 < len(encoded) <= COMPACT_MAX else record
         entry = (_kind_index(type(aggregate)), version, state, aggregate.created_on, aggregate.modified_on)
         with self._lock:
             current = self._entries.get(key)

@@ -72,3 +72,15 @@ def test_an_entry_that_does_not_parse_back_is_a_miss_and_is_dropped(memory_servi
     assert run_id.int not in cache._entries
     assert str(run_id) in caplog.text
     assert memory_service.get_run("r1").run_id == "r1"  # read from the store instead
+
+
+def test_a_record_that_cannot_be_encoded_is_kept_as_its_object(memory_service):
+    """Putting happens after the commit, so it must not raise: a record the serializer refuses (a lone
+    surrogate, which no command accepts) is cached as the object itself."""
+    _, (run_id, _, _) = _claimed_lifecycle(memory_service)
+    run = memory_service.cache.take(run_id)
+    odd_record = run.record.model_construct(**{**dict(run.record), "error": "\ud800"})
+    run.record = odd_record
+    cache = AggregateCache()
+    cache.put(run)
+    assert cache.take(run_id).record is odd_record
