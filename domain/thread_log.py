@@ -9,12 +9,12 @@ thread of any length reads a few small events (it is snapshotted).
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from pydantic import JsonValue
 
 from run_mailbox.domain.errors import InvalidArgument
-from run_mailbox.domain.ids import NAMESPACE
+from run_mailbox.domain.ids import NAMESPACE, uuid5
 from run_mailbox.domain.messages import Message
 from run_mailbox.domain.model import Created, MailboxAggregate
 from run_mailbox.domain.values import Millis, Value
