@@ -158,6 +158,8 @@ def raw_extent(
     """Refuses an argument nested deeper than ``max_depth``, larger than about ``max_size`` bytes,
     with more than ``max_items`` items, or repeating shared lists or objects past ``max_shared`` items,
     whatever it holds (before validation looks at it); ``why`` ends a refusal of depth."""
+    if type(value) in _SCALARS:
+        return  # most arguments: nothing nests in them (the limits measure their length)
 
     def is_container(item: Any) -> bool:
         return type(item) not in _SCALARS and isinstance(item, _RAW_CONTAINERS)
