@@ -6,13 +6,19 @@ import pickle
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from run_mailbox.domain import ids
 
+# hypothesis' text leaves surrogates out, and merges a union of character strategies into one that
+# still does: the names are joined from characters of either kind, most of them holding a surrogate
+NAMES = st.lists(st.one_of(st.characters(), st.characters(categories=["Cs"]))).map("".join)
 
-@given(namespace=st.uuids(), name=st.text())
+
+@given(namespace=st.uuids(), name=NAMES)
+@example(namespace=ids.NAMESPACE, name="thread:\ud800")
+@example(namespace=ids.NAMESPACE, name="")
 def test_uuid5_equals_the_standard_librarys_uuid5_for_every_name(namespace: uuid.UUID, name: str) -> None:
     """For any namespace and name (lone surrogates included), ``ids.uuid5`` gives the UUID ``uuid.uuid5``
     gives, or fails as it does: every stored aggregate id stays the same."""
