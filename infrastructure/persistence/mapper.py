@@ -50,7 +50,7 @@ def decode_state(topic: str, state: bytes, originator_id: Any, originator_versio
     if version == cls.class_version:
         uuid = originator_id.hex if isinstance(originator_id, UUID) else str(originator_id)  # the short form is cheaper
         originator = b'{"originator_id":"%s","originator_version":%d' % (uuid.encode(), int(originator_version))
-        return cls.model_validate_json(originator + b"," + members)
+        return cls.__pydantic_validator__.validate_json(originator + b"," + members)  # model_validate_json, unwrapped
     data = upcast(cls, "upcast", json.loads(b"{" + members), version, cls.class_version, what=topic)
     data.update(originator_id=originator_id, originator_version=originator_version)
     return cls.model_validate(data)
