@@ -64,14 +64,15 @@ def steady_state(shape: str, rounds: int, jobs: int) -> dict[str, float]:
         for r in range(rounds):
             for i in range(jobs):
                 service.submit(f"t{r}-{i}", f"r{r}-{i}")
-            collections.counting = r >= rounds // 2  # the second half: the drains only
+            measured = r >= rounds // 2  # the second half: the drains only
+            collections.counting = measured
             start = time.perf_counter()
             if shape == "worker":
                 _, acked = ours.drain_with_workers(service, 1, 10, jobs)
             else:
                 _, acked = ours.drain(service, 1, 10)
             collections.counting = False
-            if r >= rounds // 2:
+            if measured:
                 seconds += time.perf_counter() - start
                 drained += acked
         cached = len(service.cache)

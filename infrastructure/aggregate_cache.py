@@ -96,11 +96,13 @@ class AggregateCache:
                 self._entries.move_to_end(key)
                 return
         record = aggregate.record
+        state: bytes | BaseModel = record
         try:
             encoded: bytes = record.__pydantic_serializer__.to_json(record)
+            if len(encoded) <= COMPACT_MAX:
+                state = encoded
         except PydanticSerializationError:  # not expected (the record's events were encoded): never fail a commit
-            encoded = b""
-        state: bytes | BaseModel = encoded if 0 < len(encoded) <= COMPACT_MAX else record
+            pass
         entry = (_kind_index(type(aggregate)), version, state, aggregate.created_on, aggregate.modified_on)
         with self._lock:
             current = self._entries.get(key)
