@@ -1,6 +1,7 @@
 """The service's connection pool hands out the connection returned last (infrastructure/persistence/pg_pool),
 on real Postgres: one thread's commands keep meeting the same backend, and the pool still lends a
-second connection to a second borrower, waits, sizes and recovers as psycopg_pool does."""
+second connection to a second borrower, waits, sizes and recovers as psycopg_pool does. The mailbox's
+own statements borrow through ``PooledConnection``, which raises psycopg's errors as the library's."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from eventsourcing import persistence
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from run_mailbox.infrastructure.persistence.pg_pool import hand_out_recent_first
+from run_mailbox.infrastructure.persistence.pg_pool import PooledConnection, hand_out_recent_first
 from run_mailbox.infrastructure.service import MailboxService
 
 pytestmark = pytest.mark.postgres
@@ -113,3 +117,59 @@ def test_a_pool_kept_elsewhere_is_left_alone() -> None:
 
     assert not hand_out_recent_first(Elsewhere())
     assert Elsewhere._pool == []
+
+
+def test_a_statement_borrows_the_connection_returned_last_and_gives_it_back_after_an_error(
+    service: MailboxService,
+) -> None:
+    datastore = service.recorder.datastore
+    pool = opened(datastore.pool, 4)
+    with pool.connection() as last:
+        pass
+    available = pool.get_stats()["pool_available"]
+    with pytest.raises(persistence.DataError, match="division by zero"), PooledConnection(datastore) as conn:
+        assert conn is last
+        conn.execute("SELECT 1/0")
+    assert pool.get_stats()["pool_available"] == available
+    with PooledConnection(datastore) as again:
+        assert again is last
+        assert again.execute("SELECT 2 AS two").fetchone()["two"] == 2
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "library_error"),
+    [
+        ("unique_violation", persistence.IntegrityError),  # a stale read or a taken key: the runner retries
+        ("lock_not_available", persistence.OperationalError),  # a lock timeout: the policy's StoreTimeout
+        ("undefined_function", persistence.ProgrammingError),
+        ("internal_error", persistence.InternalError),
+    ],
+)
+def test_psycopgs_errors_come_back_as_the_librarys_own_with_the_servers_message(
+    service: MailboxService, sqlstate: str, library_error: type[Exception]
+) -> None:
+    with (
+        pytest.raises(library_error, match=f"raised {sqlstate}") as caught,
+        PooledConnection(service.recorder.datastore) as conn,
+    ):
+        conn.execute(f"DO $$ BEGIN RAISE {sqlstate} USING MESSAGE = 'raised {sqlstate}'; END $$")
+    assert type(caught.value) is library_error
+    assert caught.value.__cause__ is not None and caught.value.__cause__.sqlstate  # the driver's error, kept
+
+
+def test_a_pool_not_yet_open_is_opened_by_its_first_statement(postgres_url: str) -> None:
+    settings = conninfo_to_dict(postgres_url)
+    datastore = PostgresDatastore(
+        dbname=str(settings["dbname"]),
+        host=str(settings.get("host", "127.0.0.1")),
+        port=str(settings.get("port", 5432)),
+        user=str(settings.get("user", "postgres")),
+        password=str(settings.get("password", "")),
+    )
+    try:
+        assert datastore.pool.closed
+        with PooledConnection(datastore) as conn:
+            assert conn.execute("SELECT 3 AS three").fetchone()["three"] == 3
+        assert not datastore.pool.closed
+    finally:
+        datastore.close()

@@ -149,7 +149,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], rows: pg_event_rows.EventRows, **kwargs: Any
     ) -> list[int] | None:
         params = self._write_params(rows, **kwargs)
-        with self.datastore.get_connection() as conn:
+        with pg_pool.PooledConnection(self.datastore) as conn:
             self._configure_session(conn)
             with conn.cursor(row_factory=tuple_row) as curs:
                 curs.execute(self.sql.write, params)
@@ -218,7 +218,7 @@ class PostgresMailboxRecorder(PostgresApplicationRecorder):
 
     def _select(self, statement: Composed | str, params: Sequence[Any] | Mapping[str, Any]) -> list[dict[str, Any]]:
         def attempt() -> list[dict[str, Any]]:
-            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            with pg_pool.PooledConnection(self.datastore) as conn, conn.cursor() as curs:
                 curs.execute(statement, params, prepare=True)
                 return list(curs.fetchall())
 
