@@ -72,8 +72,9 @@ class PooledConnection:
     own statements, returned when the block ends, with psycopg's errors raised as the library's.
 
     What the library's ``get_connection`` does, for the two statements every command runs (the write,
-    and the read on a cache miss), without its three nested generator context managers and its
-    per-call ``pool.open``: a tenth of a write's client time (docs/performance.md, 2026-12-05 evening).
+    and the read on a cache miss), without its generator wrapping the pool's generator wrapping the
+    connection's context, and without its ``pool.open`` under the pool's lock on every call: about a
+    tenth of a write's client CPU (docs/performance.md, 2026-12-05 evening).
     The pool is opened on first use as the library opens it; the connection is returned with
     ``putconn``, which rolls back a transaction left open and discards a broken connection, as the
     pool's own context manager does (the mailbox's connections are in autocommit)."""
