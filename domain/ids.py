@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from functools import lru_cache
 from uuid import UUID, SafeUUID
@@ -55,9 +56,31 @@ def redrive_run_id(dispatch_id: str) -> str:
     return str(uuid5(NAMESPACE, f"redrive:{dispatch_id}"))
 
 
+_RANDOM_BITS = 74
+_RANDOM_MASK = (1 << _RANDOM_BITS) - 1
+_issued = 0
+"""The last id's timestamp and random bits (``ms << 74 | rand``): each new id is above it."""
+_issuing = threading.Lock()
+
+
 def new_id() -> str:
-    """A time-ordered UUIDv7 string (the upstream's id format for dispatches)."""
+    """A time-ordered UUIDv7 string (the upstream's id format for dispatches), above every id this process
+    issued before it.
+
+    Dispatches with the same priority and creation time are claimed in the order of their ids. Two ids of
+    one millisecond would otherwise come in the order of their random bits: two runs submitted to a thread
+    in the same millisecond, from one process, would be claimed in either order. Within a millisecond (or
+    when the clock steps back) an id is the last one plus a random step of up to 2**32 (RFC 9562, 6.2,
+    monotonic random), so it stays hard to guess; its timestamp runs ahead of the clock only after 2**42
+    ids in one millisecond."""
+    global _issued
     ms = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big") & ((1 << 74) - 1)
+    entropy = int.from_bytes(os.urandom(14), "big")
+    with _issuing:
+        payload = (ms << _RANDOM_BITS) | (entropy & _RANDOM_MASK)
+        if payload <= _issued:
+            payload = _issued + 1 + (entropy >> _RANDOM_BITS) % (1 << 32)
+        _issued = payload
+    ms, rand = payload >> _RANDOM_BITS, payload & _RANDOM_MASK
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     return str(UUID(int=value))

@@ -89,6 +89,14 @@ def test_listing_returns_the_claim_order(service):
     assert claim_order(service) == listed
 
 
+def test_runs_submitted_in_one_millisecond_are_listed_and_claimed_in_the_order_submitted(service):
+    """Equal priority and creation time leave the order to the dispatch ids, which one process issues in
+    rising order even within one millisecond (ids.new_id)."""
+    runs = [service.submit(T, f"r{i}", now=1_000).dispatch_id for i in range(12)]
+    assert [d.dispatch_id for d in service.list_dispatches(T)] == runs
+    assert claim_order(service) == runs
+
+
 def test_a_second_thread_claim_returns_none_while_one_is_claimed_then_resumes_after_ack(service):
     """42, 44 (one claim per call, spec Z7)."""
     service.submit(T, "r1", dispatch_id="d-one", now=10)
