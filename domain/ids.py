@@ -63,6 +63,15 @@ _issued = 0
 _issuing = threading.Lock()
 
 
+def _forget_issued() -> None:
+    """A forked child issues its own ids: it must not step from its parent's last one, as its siblings do."""
+    global _issued, _issuing
+    _issued, _issuing = 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_issued)
+
+
 def new_id() -> str:
     """A time-ordered UUIDv7 string (the upstream's id format for dispatches), above every id this process
     issued before it.

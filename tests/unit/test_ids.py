@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import threading
 import time
@@ -118,3 +119,19 @@ def test_ids_rise_where_the_random_bits_carry_from_rand_b_into_rand_a(monkeypatc
     below, above = ids.new_id(), ids.new_id()
     assert _fields(below)[3] == (1 << 62) - 1 and _fields(above)[3] == 1 << 62
     assert below < above
+
+
+def test_a_forked_child_does_not_step_from_its_parents_last_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Children forked from one parent in one millisecond would otherwise all step from the parent's last
+    id, a few random steps apart: each child starts afresh (and with a lock no parent thread holds)."""
+    monkeypatch.setattr(ids, "_issued", 123 << 74)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child process)
+        os.write(write, str(ids._issued).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.read(read, 100) == b"0" and ids._issued == 123 << 74
+    os.close(read)
