@@ -316,6 +316,15 @@ def test_the_limits_can_be_set_from_the_environment():
     app.close()
 
 
+def test_a_limit_from_the_environment_may_group_its_digits_with_underscores():
+    """``4_194_304`` and ``4__194304`` read as 4194304 (Python's ``int`` refuses the second); blanks around it
+    are ignored; anything else that is not a whole number is refused naming the variable."""
+    for raw in ("4_194_304", "4__194304", " 4194304 ", "_4194304_"):
+        assert Limits.from_env({"MAILBOX_MAX_MESSAGE_BYTES": raw}).max_message_bytes == 4_194_304, raw
+    with pytest.raises(InvalidArgument, match="MAILBOX_MAX_MESSAGE_BYTES"):
+        Limits.from_env({"MAILBOX_MAX_MESSAGE_BYTES": "4,194,304"})
+
+
 def test_the_batch_commands_are_held_to_the_host_s_limits_item_by_item():
     app = MailboxService(env={**POPO, "MAILBOX_MAX_ID_CHARS": "40"})
     runs = [Submit(T, "r1"), Submit(T, "r" * 41)]
