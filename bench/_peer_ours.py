@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from bench._common import timed_workers
+from bench._cpu import PhaseClocks
 from bench._peer_common import Latencies, Phases, Rate, fresh_schema, pg_url
 from run_mailbox import AckItem
 from run_mailbox.domain.dispatch import DispatchRecord
@@ -119,11 +120,12 @@ def drain_with_workers(service: MailboxService, consumers: int, batch_size: int,
 
 @contextmanager
 def worker_loop(
-    consumers: int, batch_size: int = 10, *, with_workers: bool = False
+    consumers: int, batch_size: int = 10, *, with_workers: bool = False, clocks: PhaseClocks | None = None
 ) -> Iterator[Callable[[int], Phases]]:
     """A fresh service; yields ``round(jobs)``: submit ``jobs`` runs (one producer, each run on a
     thread of its own), then drain them with ``consumers`` threads (the bare loop of ``drain``), or
-    with as many of run-mailbox's ``Worker`` if ``with_workers``."""
+    with as many of run-mailbox's ``Worker`` if ``with_workers``. ``clocks``, when given, is marked at
+    the start of each phase and at the end."""
     with fresh_service(consumers) as service:
         for i in range(WARM_UP):
             service.submit(f"warm-up-{i}", f"warm-up-{i}")
@@ -132,19 +134,27 @@ def worker_loop(
 
         def one_round(jobs: int) -> Phases:
             r = next(numbers)
+            _mark(clocks, "enqueue")
             start = time.perf_counter()
             for i in range(jobs):
                 service.submit(f"t{r}-{i}", f"r{r}-{i}")
             enqueue_seconds = time.perf_counter() - start
+            _mark(clocks, "process")
             if with_workers:
                 process_seconds, acked = drain_with_workers(service, consumers, batch_size, jobs)
             else:
                 process_seconds, acked = drain(service, consumers, batch_size)
+            _mark(clocks, None)
             if acked != jobs:
                 raise RuntimeError(f"the consumers acked {acked} of {jobs} dispatches")
             return Phases(jobs, enqueue_seconds, process_seconds)
 
         yield one_round
+
+
+def _mark(clocks: PhaseClocks | None, phase: str | None) -> None:
+    if clocks is not None:
+        clocks.mark(phase)
 
 
 # ---------------------------------------------------------------- the approval round trip

@@ -23,6 +23,7 @@ from pgqueuer import Job, Queries, QueueManager
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.domain.types import QueueExecutionMode
 
+from bench._cpu import PhaseClocks
 from bench._peer_common import Phases, fresh_schema, pg_url
 
 ENTRYPOINT = "noop"
@@ -76,7 +77,7 @@ async def install(schema: str) -> None:
         await conn.close()
 
 
-async def _round(schema: str, jobs: int, consumers: int, batch_size: int) -> Phases:
+async def _round(schema: str, jobs: int, consumers: int, batch_size: int, clocks: PhaseClocks | None) -> Phases:
     producer = await connect(schema)
     try:
         queries = Queries(AsyncpgDriver(producer))
@@ -85,11 +86,14 @@ async def _round(schema: str, jobs: int, consumers: int, batch_size: int) -> Pha
             await queries.enqueue(ENTRYPOINT, None)
         await drain(schema, 1, batch_size)
 
+        _mark(clocks, "enqueue")
         start = time.perf_counter()
         for _ in range(jobs):
             await queries.enqueue(ENTRYPOINT, None)  # one job, one statement, one transaction
         enqueue_seconds = time.perf_counter() - start
+        _mark(clocks, "process")
         process_seconds = await drain(schema, consumers, batch_size)
+        _mark(clocks, None)
 
         left = await producer.fetchval("SELECT count(*) FROM pgqueuer")
         done = await successful(producer) - done_before
@@ -100,15 +104,23 @@ async def _round(schema: str, jobs: int, consumers: int, batch_size: int) -> Pha
     return Phases(jobs, enqueue_seconds, process_seconds)
 
 
+def _mark(clocks: PhaseClocks | None, phase: str | None) -> None:
+    if clocks is not None:
+        clocks.mark(phase)
+
+
 async def successful(conn: asyncpg.Connection) -> int:
     count: int = await conn.fetchval("SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'")
     return count
 
 
 @contextmanager
-def worker_loop(consumers: int, batch_size: int = 10) -> Iterator[Callable[[int], Phases]]:
+def worker_loop(
+    consumers: int, batch_size: int = 10, *, clocks: PhaseClocks | None = None
+) -> Iterator[Callable[[int], Phases]]:
     """pgqueuer installed on a fresh schema; yields ``round(jobs)``: enqueue ``jobs`` no-op jobs,
-    then drain them with ``consumers`` QueueManagers (each round on a new event loop)."""
+    then drain them with ``consumers`` QueueManagers (each round on a new event loop). ``clocks``, when
+    given, is marked at the start of each phase and at the end."""
     with fresh_schema("pgqueuer") as schema:
         run_loop(install(schema))
-        yield lambda jobs: run_loop(_round(schema, jobs, consumers, batch_size))
+        yield lambda jobs: run_loop(_round(schema, jobs, consumers, batch_size, clocks))
