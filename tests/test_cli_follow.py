@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,18 +23,20 @@ STORE_VARIABLES = ("PERSISTENCE_MODULE", "MAILBOX_DATABASE_URL", "POSTGRES_DBNAM
 
 
 class Follower:
-    """``mailbox ... follow --json`` in a subprocess, its progress lines read as they come.
+    """``mailbox ... follow [--json]`` in a subprocess, its progress lines read as they come (parsed when JSON).
 
     stderr is read on a thread of its own too (a child that fills an unread pipe blocks), and the
     child runs with faulthandler on: if it does not stop, SIGABRT makes it print every thread's
     stack, and the test fails with them."""
 
-    def __init__(self, options: list[str], env: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "run_mailbox.cli.main", *options, "follow", "--interval", "0.1", "--json"]
+    def __init__(self, options: list[str], env: dict[str, str], *, json_output: bool = True) -> None:
+        command = [sys.executable, "-m", "run_mailbox.cli.main", *options, "follow", "--interval", "0.1"]
+        command += ["--json"] if json_output else []
         env = {**env, "PYTHONFAULTHANDLER": "1"}
+        self.json_output = json_output
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[dict] = queue.Queue()
-        self.seen: list[dict] = []
+        self.lines: queue.Queue[Any] = queue.Queue()
+        self.seen: list[Any] = []
         self.stderr: list[str] = []
         self.readers = [
             threading.Thread(target=self._read, daemon=True),
@@ -45,14 +48,14 @@ class Follower:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.put(json.loads(line))
+            self.lines.put(json.loads(line) if self.json_output else line.rstrip("\n"))
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.stderr.append(line)
 
-    def wait_for(self, predicate, timeout: float = 30.0) -> dict:
+    def wait_for(self, predicate, timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -141,14 +144,17 @@ def test_follow_keeps_every_view_current_and_stops_cleanly_on_a_signal(sqlite_st
 def test_follow_prints_readable_progress_without_json(sqlite_store):
     options, env, service = sqlite_store
     end = submit_runs(service, "t", 3)
-    command = [sys.executable, "-m", "run_mailbox.cli.main", *options, "follow", "--interval", "0.1"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
-    assert "following: log end" in stdout and f"stopped: log end {end};" in stdout
-    assert f"dispatch_queue {end} (lag 0)" in stdout.splitlines()[-1]
+    follower = Follower(options, env, json_output=False)
+    try:
+        # Signalled only once it follows: a child still importing under load would die of the signal's default.
+        follower.wait_for(lambda line: "following: log end" in line and f"dispatch_queue {end} (lag 0)" in line)
+        code, stderr = follower.stop(signal.SIGTERM)
+    finally:
+        if follower.process.poll() is None:
+            follower.process.kill()
+    assert code == 0, stderr
+    assert f"stopped: log end {end};" in follower.seen[-1]
+    assert f"dispatch_queue {end} (lag 0)" in follower.seen[-1]
 
 
 @pytest.mark.postgres
