@@ -1,17 +1,20 @@
 """CPU clocks for the benchmarks: this process's, and the local Postgres server's.
 
 The server's is the CPU of every process named ``postgres`` on this machine (its backends, WAL writer,
-checkpointer, autovacuum), read from ``/proc``: it counts only where Postgres runs beside the benchmark, as
-on the machines of docs/performance.md, and is ``None`` where no such process can be read.
+checkpointer, autovacuum), read from ``/proc``, with the exited backends' that the postmaster reaped: it counts
+only where Postgres runs beside the benchmark, as on the machines of docs/performance.md, and is ``None`` where no
+such process can be read.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+SETTLE_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ def server_cpu() -> float | None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        # utime, stime and the children's: a backend that exits within a phase (pgqueuer's consumers connect
+        # for each drain) takes its CPU out of /proc, but the postmaster reaps it into its own cutime and cstime
+        total += sum(int(f) for f in fields[11:15])
         found = True
     return total / _TICKS if found else None
 
@@ -60,6 +65,8 @@ class PhaseClocks:
         self._open: tuple[str, Clocks] | None = None
 
     def mark(self, phase: str | None) -> None:
+        if phase is None:
+            time.sleep(SETTLE_S)  # backends closed at the end of the round: let the postmaster reap them
         taken = now()
         if self._open is not None:
             name, start = self._open
