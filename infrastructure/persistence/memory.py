@@ -14,13 +14,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
-from run_mailbox.infrastructure.persistence.ready_heads import (
-    ClaimKey,
-    ReadyHeadRow,
-    candidates,
-    claim_key,
-    heads_of_index,
-)
+from run_mailbox.infrastructure.persistence.ready_heads import HeadsInClaimOrder, ReadyHeadRow, heads_of_index
 from run_mailbox.infrastructure.persistence.rows import (
     DeadLetterPage,
     DispatchIndexRow,
@@ -39,8 +33,8 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
         super().__init__()
         self._idempotency: dict[str, IdempotencyRow] = {}
         self._index: dict[str, DispatchIndexRow] = {}
-        self._heads: dict[str, tuple[ClaimKey, ReadyHeadRow]] = {}
-        """Each idle thread's head, with its place in claim order."""
+        self._heads = HeadsInClaimOrder()
+        """Each idle thread's head, in claim order."""
 
     def _insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self._database_lock:
@@ -58,9 +52,9 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
                 self._index[row.dispatch_id] = row
             for thread_id, head in (kwargs.get("head_rows") or {}).items():
                 if head is None:
-                    self._heads.pop(thread_id, None)
+                    self._heads.drop(thread_id)
                 else:
-                    self._heads[thread_id] = (claim_key(head), head)
+                    self._heads.put(head)
             return notification_ids
 
     def _version_of(self, aggregate_id: UUID) -> int:
@@ -73,7 +67,7 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
     def replace_dispatch_index(self, rows: list[DispatchIndexRow]) -> None:
         with self._database_lock:
             self._index = {row.dispatch_id: row for row in rows}
-            self._heads = {head.thread_id: (claim_key(head), head) for head in heads_of_index(rows)}
+            self._heads = HeadsInClaimOrder(heads_of_index(rows))
 
     def _rows(self) -> list[DispatchIndexRow]:
         with self._database_lock:
@@ -91,16 +85,15 @@ class MemoryMailboxRecorder(POPOApplicationRecorder):
 
     def ready_threads(self, now: int, limit: int, *, runs: bool = False) -> list[ReadyThread]:
         with self._database_lock:
-            heads = list(self._heads.values())
             index = self._index if runs else {}
             return [
                 ReadyThread(h.thread_id, h.dispatch_id, row.run_id if (row := index.get(h.dispatch_id)) else None)
-                for h in candidates(heads, now, limit)
+                for h in self._heads.candidates(now, limit)
             ]
 
     def ready_heads(self) -> list[ReadyHeadRow]:
         with self._database_lock:
-            return sorted((head for _, head in self._heads.values()), key=lambda h: h.thread_id)
+            return sorted(self._heads.heads(), key=lambda h: h.thread_id)
 
     def expired_claims(self, now: int, limit: int) -> list[DispatchIndexRow]:
         rows = [r for r in self._rows() if r.status == "claimed" and r.lease_until is not None and r.lease_until < now]

@@ -12,9 +12,9 @@ A thread whose best queued dispatch is not due yet but which has another one due
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from run_mailbox.domain.mailbox import MailboxRecord
@@ -86,13 +86,54 @@ def claim_key(head: ReadyHeadRow) -> ClaimKey:
     return (head.priority, head.created_at, head.dispatch_id)
 
 
-def candidates(heads: Sequence[tuple[ClaimKey, ReadyHeadRow]], now: int, limit: int) -> list[ReadyHeadRow]:
-    """The threads a claim at ``now`` should look at (in memory; the SQL recorders run the same
-    two index walks): the best ``limit`` heads that are due, then threads whose head is not due
-    but that have a due dispatch. ``heads`` come with their ``claim_key``, computed once when
-    stored: picking the best few compares keys only, with no function called per head."""
-    due = heapq.nsmallest(limit, (pair for pair in heads if pair[1].available_at <= now))
-    behind = heapq.nsmallest(
-        limit, (pair for pair in heads if pair[1].available_at > now and pair[1].next_available_at <= now)
-    )
-    return [head for _, head in due + behind]
+class HeadsInClaimOrder:
+    """The ready heads of the in-memory recorder, with what the SQL recorders' two indexes give: every head
+    in claim order, and apart those whose thread has a dispatch due before its head (``next_available_at <
+    available_at``). Both are sorted lists kept with ``bisect``, so a claim walks from the best head and stops
+    after the threads it needs, as the SQL index walks do, instead of looking at every idle thread."""
+
+    def __init__(self, heads: Iterable[ReadyHeadRow] = ()) -> None:
+        self._by_thread: dict[str, ReadyHeadRow] = {}
+        self._order: list[tuple[ClaimKey, str]] = []
+        self._behind: list[tuple[ClaimKey, str]] = []
+        for head in heads:
+            self.put(head)
+
+    def put(self, head: ReadyHeadRow) -> None:
+        self.drop(head.thread_id)
+        entry = (claim_key(head), head.thread_id)
+        bisect.insort(self._order, entry)
+        if head.next_available_at < head.available_at:
+            bisect.insort(self._behind, entry)
+        self._by_thread[head.thread_id] = head
+
+    def drop(self, thread_id: str) -> None:
+        head = self._by_thread.pop(thread_id, None)
+        if head is None:
+            return
+        entry = (claim_key(head), thread_id)
+        del self._order[bisect.bisect_left(self._order, entry)]
+        if head.next_available_at < head.available_at:
+            del self._behind[bisect.bisect_left(self._behind, entry)]
+
+    def heads(self) -> list[ReadyHeadRow]:
+        return list(self._by_thread.values())
+
+    def candidates(self, now: int, limit: int) -> list[ReadyHeadRow]:
+        """The threads a claim at ``now`` should look at: the best ``limit`` heads that are due, then
+        threads whose head is not due but that have a due dispatch (the SQL recorders' two index walks)."""
+        due = self._walk(self._order, lambda h: h.available_at <= now, limit)
+        behind = self._walk(self._behind, lambda h: h.available_at > now and h.next_available_at <= now, limit)
+        return due + behind
+
+    def _walk(
+        self, order: list[tuple[ClaimKey, str]], wanted: Callable[[ReadyHeadRow], bool], limit: int
+    ) -> list[ReadyHeadRow]:
+        found: list[ReadyHeadRow] = []
+        for _, thread_id in order:
+            if len(found) >= limit:
+                break
+            head = self._by_thread[thread_id]
+            if wanted(head):
+                found.append(head)
+        return found
