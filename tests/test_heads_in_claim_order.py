@@ -15,9 +15,10 @@ THREADS = [f"t{i}" for i in range(8)]
 @st.composite
 def heads(draw: st.DrawFn) -> ReadyHeadRow:
     available_at = draw(st.integers(0, 20))
+    thread_id = draw(st.sampled_from(THREADS))
     return ReadyHeadRow(
-        thread_id=draw(st.sampled_from(THREADS)),
-        dispatch_id=draw(st.sampled_from(["d1", "d2", "d3"])) + draw(st.sampled_from(THREADS)),
+        thread_id=thread_id,
+        dispatch_id=draw(st.sampled_from(["d1", "d2", "d3"])) + thread_id,  # a dispatch is of one thread only
         priority=draw(st.integers(-1, 1)),
         created_at=draw(st.integers(0, 5)),
         available_at=available_at,
