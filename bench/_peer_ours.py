@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from bench._common import timed_workers
-from bench._cpu import PhaseClocks
+from bench._cpu import PhaseClocks, mark
 from bench._peer_common import Latencies, Phases, Rate, fresh_schema, pg_url
 from run_mailbox import AckItem
 from run_mailbox.domain.dispatch import DispatchRecord
@@ -134,27 +134,22 @@ def worker_loop(
 
         def one_round(jobs: int) -> Phases:
             r = next(numbers)
-            _mark(clocks, "enqueue")
+            mark(clocks, "enqueue")
             start = time.perf_counter()
             for i in range(jobs):
                 service.submit(f"t{r}-{i}", f"r{r}-{i}")
             enqueue_seconds = time.perf_counter() - start
-            _mark(clocks, "process")
+            mark(clocks, "process")
             if with_workers:
                 process_seconds, acked = drain_with_workers(service, consumers, batch_size, jobs)
             else:
                 process_seconds, acked = drain(service, consumers, batch_size)
-            _mark(clocks, None)
+            mark(clocks, None)
             if acked != jobs:
                 raise RuntimeError(f"the consumers acked {acked} of {jobs} dispatches")
             return Phases(jobs, enqueue_seconds, process_seconds)
 
         yield one_round
-
-
-def _mark(clocks: PhaseClocks | None, phase: str | None) -> None:
-    if clocks is not None:
-        clocks.mark(phase)
 
 
 # ---------------------------------------------------------------- the approval round trip

@@ -23,7 +23,7 @@ from pgqueuer import Job, Queries, QueueManager
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.domain.types import QueueExecutionMode
 
-from bench._cpu import PhaseClocks
+from bench._cpu import PhaseClocks, mark
 from bench._peer_common import Phases, fresh_schema, pg_url
 
 ENTRYPOINT = "noop"
@@ -86,14 +86,14 @@ async def _round(schema: str, jobs: int, consumers: int, batch_size: int, clocks
             await queries.enqueue(ENTRYPOINT, None)
         await drain(schema, 1, batch_size)
 
-        _mark(clocks, "enqueue")
+        mark(clocks, "enqueue")
         start = time.perf_counter()
         for _ in range(jobs):
             await queries.enqueue(ENTRYPOINT, None)  # one job, one statement, one transaction
         enqueue_seconds = time.perf_counter() - start
-        _mark(clocks, "process")
+        mark(clocks, "process")
         process_seconds = await drain(schema, consumers, batch_size)
-        _mark(clocks, None)
+        mark(clocks, None)
 
         left = await producer.fetchval("SELECT count(*) FROM pgqueuer")
         done = await successful(producer) - done_before
@@ -102,11 +102,6 @@ async def _round(schema: str, jobs: int, consumers: int, batch_size: int, clocks
     finally:
         await producer.close()
     return Phases(jobs, enqueue_seconds, process_seconds)
-
-
-def _mark(clocks: PhaseClocks | None, phase: str | None) -> None:
-    if clocks is not None:
-        clocks.mark(phase)
 
 
 async def successful(conn: asyncpg.Connection) -> int:
