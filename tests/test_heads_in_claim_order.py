@@ -57,18 +57,19 @@ def test_candidates_are_the_best_due_heads_then_the_threads_due_behind_whatever_
 
 
 def test_a_claim_stops_after_the_heads_it_takes_when_the_best_are_due():
-    """10,000 idle threads, all due: a claim of 3 reads 3 heads, not 10,000 (the walk stops)."""
+    """10,000 idle threads, all due: a claim of 3 walks 4 entries of the order (the fourth tells it to stop), not
+    10,000."""
     order = HeadsInClaimOrder(
         ReadyHeadRow(f"t{i:05}", f"d{i:05}", 0, i, available_at=0, next_available_at=0) for i in range(10_000)
     )
-    looked: list[str] = []
-    original = order._by_thread
+    walked: list[object] = []
 
-    class Counting(dict):
-        def __getitem__(self, key: str) -> ReadyHeadRow:
-            looked.append(key)
-            return original[key]
+    class Walked(list):
+        def __iter__(self):
+            for entry in super().__iter__():
+                walked.append(entry)
+                yield entry
 
-    order._by_thread = Counting(original)
+    order._order = Walked(order._order)
     assert [h.thread_id for h in order.candidates(now=5, limit=3)] == ["t00000", "t00001", "t00002"]
-    assert len(looked) == 3
+    assert len(walked) == 4
