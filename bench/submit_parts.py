@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -39,16 +38,12 @@ from rich.table import Table
 
 from bench import _peer_ours as ours
 from bench._common import ensure_bench_database
+from bench._cpu import client_cpu
 from bench._peer_common import pg_url
 from bench._peer_raw import jobs_table
 from run_mailbox.infrastructure.persistence import pg_write_migrations
 
 FAKE_IDS = "RETURN QUERY SELECT (row_number() OVER ())::bigint FROM unnest(events);"
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _cut(text: str, start: str, end: str) -> str:
@@ -139,10 +134,10 @@ def measure(submits: int, transactions: int) -> dict[str, tuple[list[float], lis
             for label, call in order:
                 if r >= (transactions if label.startswith(("raw", "SELECT")) else submits):
                     continue
-                cpu, wall = cpu_seconds(), time.perf_counter()
+                cpu, wall = client_cpu(), time.perf_counter()
                 call()
                 samples[label][0].append(time.perf_counter() - wall)
-                samples[label][1].append(cpu_seconds() - cpu)
+                samples[label][1].append(client_cpu() - cpu)
         service.recorder.sql.write = statements[0]
     return samples
 
