@@ -152,7 +152,7 @@ class MailboxAggregate(BaseAggregate[UUID], Generic[R]):
         """The library's ``_create`` for an aggregate of this model, whose id its caller derives: the
         creation event at the command's time, the aggregate it makes, the event pending. Without the
         library's generic steps (``create_id``'s keyword filtering, the arguments copied twice), which
-        were a tenth of a submit's Python (docs/performance.md, 2026-12-05 evening)."""
+        were a tenth of a submit's Python (docs/performance-journal.md, 2026-12-05 evening)."""
         _check_explicit_topic_is_registered(event_class)
         event = event_class(
             originator_topic=get_topic(cls),

@@ -13,7 +13,7 @@ Python's garbage collector does not track such tuples, bytes or ints. Held as py
 the records of a full cache (20,000 aggregates, about six tracked objects each) made every full
 collection walk them: 153 ms against 47 ms without them, in a process that had imported what
 the benchmarks import, and a worker loop's collections came to promote every new entry into the
-oldest generation (docs/performance.md, "the aggregate cache and the garbage collector"). Reading
+oldest generation (docs/performance-journal.md, "the aggregate cache and the garbage collector"). Reading
 a record back parses its JSON (about 2 us for a dispatch's); a record whose JSON is longer than
 ``COMPACT_MAX`` bytes is kept as its object instead, since parsing it on every read would cost
 more than the collector does. A record that does not parse back counts as a miss.

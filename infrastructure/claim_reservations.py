@@ -3,7 +3,7 @@
 Worker threads of one service that claim at the same moment read the same ready heads, best first,
 and would all pick the same threads: one commits, the others' writes are refused as conflicts
 (the mailboxes they read changed) and run again. With four consumer threads the retries came to a
-third of all the batch writes (decision 0015; docs/performance.md, "2026-12-03 evening"). A
+third of all the batch writes (decision 0015; docs/performance-journal.md, "2026-12-03 evening"). A
 reservation spreads them first, as ``FOR UPDATE SKIP LOCKED`` does for a row queue: a claim takes
 the best candidates no concurrent claim of this service holds, holds them until its attempt ends
 (committed or not), and gives back at once those it read and passed over.

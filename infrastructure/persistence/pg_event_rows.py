@@ -2,7 +2,7 @@
 
 psycopg dumps an array of composites in Python, field by field: for the 2-4 events of a command that
 took about 200 us of the client's CPU per write on the 2 vCPU machines the benchmarks run on, as much
-as the rest of the statement's execution (docs/performance.md, "2026-12-03 night"). The type is
+as the rest of the statement's execution (docs/performance-journal.md, "2026-12-03 night"). The type is
 fixed (``uuid, bigint, text, bytea``: the library's ``stored_event_uuid``), so its wire form is a few
 ``struct`` packs: the array header (one dimension, no NULLs, the row type's oid), then per event its
 length and the record (four fields, each with its type's oid and length). The write statement casts

@@ -5,7 +5,7 @@ longest, so a single worker thread cycles through every connection the pool hold
 up to 16 after a burst), and each command meets a backend that has sat idle through the others'
 commands. On the 2 vCPU machines the benchmarks run on, a round trip to such a backend is slower:
 one producer submitting over a pool of five was 30% slower than over the same pool taking the
-connection it had just returned (decision 0015; docs/performance.md, "2026-12-03 evening").
+connection it had just returned (decision 0015; docs/performance-journal.md, "2026-12-03 evening").
 
 psycopg_pool has no setting for the order, so this turns its queue of idle connections into a stack:
 a checkout takes the right end, where a returned connection is put. Only the order changes: the
@@ -74,7 +74,7 @@ class PooledConnection:
     What the library's ``get_connection`` does, for the two statements every command runs (the write,
     and the read on a cache miss), without its generator wrapping the pool's generator wrapping the
     connection's context, and without its ``pool.open`` under the pool's lock on every call: about a
-    tenth of a write's client CPU (docs/performance.md, 2026-12-05 evening).
+    tenth of a write's client CPU (docs/performance-journal.md, 2026-12-05 evening).
     The pool is opened on first use as the library opens it; the connection is returned with
     ``putconn``, which rolls back a transaction left open and discards a broken connection, as the
     pool's own context manager does (the mailbox's connections are in autocommit)."""
